@@ -1,0 +1,3 @@
+from datakit.cli import main
+
+main()

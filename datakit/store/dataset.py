@@ -1,0 +1,227 @@
+"""Open a dataset directory: manifest as a DataFrame, torch views per split."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from datakit.errors import DatakitError
+
+__all__ = ["Dataset", "SplitDataset", "open_dataset", "CATEGORY_COLUMNS"]
+
+#: Columns of ``categories.csv``; ``label`` is the class id used in the manifest.
+CATEGORY_COLUMNS = ["label", "name", "wnid", "lemmas", "gloss", "hypernym_path", "depth", "lexname"]
+
+
+class SplitDataset:
+    """A ``torch.utils.data.Dataset`` over one split of a datakit dataset.
+
+    Items are ``(image, target)``: by default a float tensor of shape (C, H, W)
+    in [0, 1] and an ``int`` class index. ``classes`` and ``class_to_idx``
+    follow torchvision's ``ImageFolder``.
+    """
+
+    def __init__(self, dataset: "Dataset", split: str | None, transform: Callable | None = None,
+                 target_transform: Callable | None = None) -> None:
+        frame = dataset.manifest
+        if split is not None:
+            frame = frame[frame["split"] == split]
+        self.frame = frame.reset_index(drop=True)
+        self.root = dataset.root
+        self.split = split
+        self.classes = dataset.classes
+        self.class_to_idx = dataset.class_to_idx
+        self.transform = transform
+        self.target_transform = target_transform
+        self.targets = [self.class_to_idx[l] for l in self.frame["label"]] if len(self.frame) else []
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def load_image(self, index: int) -> Image.Image:
+        with Image.open(self.root / self.frame.at[index, "path"]) as im:
+            im.load()
+            return im
+
+    def __getitem__(self, index: int):
+        import torch
+
+        image = self.load_image(index)
+        target = self.targets[index]
+        if self.transform is not None:
+            image = self.transform(image)
+        else:
+            array = np.asarray(image)
+            if array.ndim == 2:
+                array = array[None]
+            else:
+                array = array.transpose(2, 0, 1)
+            image = torch.from_numpy(np.ascontiguousarray(array)).float().div_(255.0)
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return image, target
+
+    def __repr__(self) -> str:
+        return f"SplitDataset(split={self.split!r}, n={len(self)}, classes={len(self.classes)})"
+
+
+class Dataset:
+    """A dataset directory written by ``datakit build``.
+
+    Attributes
+    ----------
+    root : Path
+    manifest : pandas.DataFrame
+        One row per kept image (columns in :data:`datakit.store.MANIFEST_COLUMNS`).
+    rejected : pandas.DataFrame
+    categories : pandas.DataFrame
+    classes : list of str
+        Class ids (the manifest's ``label``) in ``categories.csv`` order.
+    class_to_idx : dict
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        if not (self.root / "manifest.parquet").exists():
+            raise DatakitError(
+                f"{self.root} is not a datakit dataset (no manifest.parquet). "
+                "Build one with `datakit build RECIPE.toml --out DIR`."
+            )
+
+    @cached_property
+    def info(self) -> dict:
+        path = self.root / "datakit.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    @property
+    def name(self) -> str:
+        return self.info.get("name") or self.root.name
+
+    @cached_property
+    def manifest(self) -> pd.DataFrame:
+        return pd.read_parquet(self.root / "manifest.parquet")
+
+    @cached_property
+    def rejected(self) -> pd.DataFrame:
+        path = self.root / "rejected.parquet"
+        if path.exists():
+            return pd.read_parquet(path)
+        from datakit.store.manifest import empty_rejected
+
+        return empty_rejected()
+
+    @cached_property
+    def categories(self) -> pd.DataFrame:
+        path = self.root / "categories.csv"
+        if path.exists():
+            return pd.read_csv(path, dtype={"label": str, "wnid": str})
+        labels = sorted(self.manifest["label"].dropna().unique())
+        return pd.DataFrame({"label": labels, "name": labels})
+
+    @cached_property
+    def classes(self) -> list[str]:
+        present = set(self.manifest["label"].dropna())
+        return [l for l in self.categories["label"].astype(str) if l in present] or sorted(present)
+
+    @cached_property
+    def class_to_idx(self) -> dict[str, int]:
+        return {c: i for i, c in enumerate(self.classes)}
+
+    @property
+    def splits(self) -> list[str]:
+        order = {"train": 0, "val": 1, "test": 2}
+        return sorted(self.manifest["split"].dropna().unique(), key=lambda s: (order.get(s, 9), s))
+
+    @property
+    def labeled(self) -> bool:
+        return bool(self.manifest["label"].notna().any())
+
+    @cached_property
+    def checksum(self) -> str:
+        """sha256 over the manifest's ids, labels and splits (identifies the data)."""
+        h = hashlib.sha256()
+        m = self.manifest
+        for col in ("id", "label", "split"):
+            h.update("\n".join(m[col].astype(str)).encode())
+        return h.hexdigest()
+
+    def split(self, name: str | None, transform: Callable | None = None,
+              target_transform: Callable | None = None) -> SplitDataset:
+        """A torch ``Dataset`` over split ``name`` (``None``: all images)."""
+        if name is not None and name not in self.splits:
+            raise DatakitError(f"Unknown split {name!r} in {self.root}. Valid values are {{{', '.join(self.splits)}}}.")
+        return SplitDataset(self, name, transform, target_transform)
+
+    def load_arrays(self, split: str | None = None, size: tuple[int, int] | None = None,
+                    mode: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """All images of a split as one uint8 array, with integer targets.
+
+        Parameters
+        ----------
+        split : str or None
+            Split name, or None for every image.
+        size : (height, width), optional
+            Resize every image to this size (bilinear). Needed when sizes differ.
+        mode : {"L", "RGB"}, optional
+            Convert every image to this mode.
+
+        Returns
+        -------
+        images : ndarray, shape (N, H, W) or (N, H, W, 3), uint8
+        targets : ndarray, shape (N,), int64 (-1 for unlabeled images)
+
+        The result is cached under ``<root>/.cache`` keyed by the manifest checksum.
+        """
+        frame = self.manifest if split is None else self.manifest[self.manifest["split"] == split]
+        key = hashlib.sha256(f"{self.checksum}|{split}|{size}|{mode}".encode()).hexdigest()[:16]
+        cache = self.root / ".cache" / f"arrays-{key}.npz"
+        if cache.exists():
+            with np.load(cache) as z:
+                return z["images"], z["targets"]
+        images = []
+        for rel in frame["path"]:
+            with Image.open(self.root / rel) as im:
+                if mode is not None and im.mode != mode:
+                    im = im.convert(mode)
+                if size is not None and im.size != (size[1], size[0]):
+                    im = im.resize((size[1], size[0]), Image.BILINEAR)
+                images.append(np.asarray(im))
+        shapes = {a.shape for a in images}
+        if len(shapes) > 1:
+            raise DatakitError(
+                f"Images in {self.root} have different shapes ({len(shapes)} kinds, e.g. "
+                f"{sorted(shapes)[:3]}); pass size=(H, W) and mode= to load them as one array."
+            )
+        targets = np.array([self.class_to_idx.get(l, -1) if isinstance(l, str) else -1 for l in frame["label"]],
+                           dtype=np.int64)
+        array = np.stack(images) if images else np.zeros((0, 0, 0), np.uint8)
+        from datakit.store.atomic import atomic_write
+
+        try:
+            with atomic_write(cache, "wb") as fh:
+                np.savez(fh, images=array, targets=targets)
+        except OSError:  # read-only dataset: caching is an optimisation only
+            pass
+        return array, targets
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.root)!r}, images={len(self.manifest)}, classes={len(self.classes)})"
+
+
+def open_dataset(path: str | os.PathLike) -> Dataset:
+    """Open a dataset directory.
+
+    Examples
+    --------
+    >>> ds = open_dataset("demo/digits")                     # doctest: +SKIP
+    >>> ds.manifest.groupby("split").size()                  # doctest: +SKIP
+    >>> train = ds.split("train"); image, target = train[0]  # doctest: +SKIP
+    """
+    return Dataset(path)

@@ -1,0 +1,62 @@
+"""Column schemas of ``manifest.parquet`` and ``rejected.parquet`` (DESIGN.md)."""
+from __future__ import annotations
+
+import pandas as pd
+
+__all__ = ["MANIFEST_COLUMNS", "REJECTED_COLUMNS", "empty_manifest", "empty_rejected", "conform"]
+
+#: One row per kept image. ``label`` is the dataset class id (a wnid or a class
+#: name), ``label_name`` its readable name; ``source_label`` is the label as the
+#: source gave it; ``phash`` is a 64-bit DCT perceptual hash (uint64).
+MANIFEST_COLUMNS: dict[str, str] = {
+    "id": "string",
+    "path": "string",
+    "label": "string",
+    "label_name": "string",
+    "split": "string",
+    "source": "string",
+    "source_ref": "string",
+    "source_label": "string",
+    "source_split": "string",
+    "query": "string",
+    "rank": "Int64",
+    "width": "Int64",
+    "height": "Int64",
+    "phash": "uint64",
+    "votes": "Int64",
+    "p_correct": "float64",
+    "license": "string",
+}
+
+#: One row per candidate that was not kept.
+REJECTED_COLUMNS: dict[str, str] = {
+    "id": "string",
+    "source": "string",
+    "source_ref": "string",
+    "stage": "string",
+    "reason": "string",
+    "detail": "string",
+}
+
+
+def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Return ``df`` with every schema column present (missing ones null) and typed.
+
+    Extra columns are kept after the schema columns.
+    """
+    out = df.copy()
+    for name, dtype in columns.items():
+        if name not in out.columns:
+            out[name] = pd.Series([pd.NA] * len(out), dtype=dtype if dtype != "uint64" else "UInt64")
+        else:
+            out[name] = out[name].astype(dtype if dtype != "uint64" or not out[name].isna().any() else "UInt64")
+    extra = [c for c in out.columns if c not in columns]
+    return out[list(columns) + extra].reset_index(drop=True)
+
+
+def empty_manifest() -> pd.DataFrame:
+    return conform(pd.DataFrame(), MANIFEST_COLUMNS)
+
+
+def empty_rejected() -> pd.DataFrame:
+    return conform(pd.DataFrame(), REJECTED_COLUMNS)
