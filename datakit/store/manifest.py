@@ -47,7 +47,7 @@ def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     out = df.copy()
     for name, dtype in columns.items():
         if name not in out.columns:
-            out[name] = pd.Series([pd.NA] * len(out), dtype=dtype if dtype != "uint64" else "UInt64")
+            out[name] = pd.Series([None] * len(out), dtype=dtype if dtype != "uint64" else "UInt64", index=out.index)
         else:
             out[name] = out[name].astype(dtype if dtype != "uint64" or not out[name].isna().any() else "UInt64")
     extra = [c for c in out.columns if c not in columns]
