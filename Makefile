@@ -42,9 +42,13 @@ system-deps:
 
 install: $(VENV)/.stamp-install system-deps
 
+# Data: $DATAKIT_DATA, else ../shared/data when it exists; without either, MNIST
+# and USPS are downloaded through torchvision when online, or skipped with a note.
 demo: install
-	$(VENV)/bin/datakit build recipes/digits.toml --out $(DEMO_OUT)
-	$(VENV)/bin/datakit info $(DEMO_OUT)
+	@root="$${DATAKIT_DATA:-../shared/data}"; \
+	if [ -d "$$root" ]; then export DATAKIT_DATA="$$root"; \
+	else unset DATAKIT_DATA; echo "note: no data folder at $$root: MNIST and USPS come from torchvision downloads when online, else they are skipped" >&2; fi; \
+	$(VENV)/bin/datakit build recipes/digits.toml --out $(DEMO_OUT) && $(VENV)/bin/datakit info $(DEMO_OUT)
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests

@@ -8,7 +8,7 @@ from typing import Callable, Iterable
 import click
 import pandas as pd
 
-__all__ = ["format_option", "quiet_option", "workers_option", "emit_table", "progress_bar"]
+__all__ = ["format_option", "quiet_option", "workers_option", "scheduler_option", "emit_table", "progress_bar"]
 
 format_option = click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
@@ -18,6 +18,11 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar
 workers_option = click.option(
     "--workers", type=click.IntRange(min=0), default=None,
     help="Local worker processes (default: one per core; 0 runs in this process).",
+)
+scheduler_option = click.option(
+    "--scheduler", default=None, metavar="ADDR",
+    help="Run the per-image work on a Dask cluster: tcp://HOST:PORT, or 'local-cluster' to start one "
+         "here (127.0.0.1, --workers processes). Needs `pip install datakit[dask]`.",
 )
 
 
@@ -46,6 +51,10 @@ class progress_bar:
     def set_total(self, total: int) -> None:
         self._bar.total = total
         self._bar.refresh()
+
+    def set_description(self, desc: str) -> None:
+        """Change the bar's label (e.g. the step now running)."""
+        self._bar.set_description(desc)
 
     def close(self) -> None:
         self._bar.close()

@@ -58,7 +58,7 @@ class SplitDataset:
         if self.transform is not None:
             image = self.transform(image)
         else:
-            array = np.asarray(image)
+            array = np.array(image)  # a writable copy: torch.from_numpy warns on read-only arrays
             if array.ndim == 2:
                 array = array[None]
             else:
@@ -149,7 +149,7 @@ class Dataset:
         h = hashlib.sha256()
         m = self.manifest
         for col in ("id", "label", "split"):
-            h.update("\n".join(m[col].astype(str)).encode())
+            h.update("\n".join(m[col].astype("string").fillna("None")).encode())  # nulls: unlabeled / unsplit
         return h.hexdigest()
 
     def split(self, name: str | None, transform: Callable | None = None,

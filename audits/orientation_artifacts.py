@@ -1,0 +1,245 @@
+"""Orientation artifacts: images rotated during curation.
+
+Rotating a photo inside its frame leaves constant-color triangles in the
+corners (the fill color), bounded by a straight edge at the rotation angle.
+Caltech101's rotated categories carry them, and a classifier can learn the
+triangles instead of the object. This audit scores every image 0-1 for such
+corners and reports the flagged fraction per class.
+
+Detection, per corner: follow the top and left borders from the corner pixel
+while the color stays within ``tol`` of it (legs ``a`` and ``b``). A rotation
+triangle has both legs shorter than the border (a uniform background or a
+letterbox bar runs the whole border), is filled with the corner color inside
+the hypotenuse, and is *not* that color just beyond it. The corner score is
+(fill fraction inside) - (fill fraction in a band outside), times a
+straightness factor (each row's run of fill must shrink linearly, as along a
+straight edge; a round object touching the border fails). A rotation about
+the center leaves congruent triangles in opposite corners, so each diagonal
+scores its weaker corner when the two triangles' legs match, and the image
+score is the mean of the two diagonals.
+Flips leave no trace in the pixels and are not detected.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from audits._common import (common_mode, fig_to_png, load_images, make_groups, pyplot, shared_labels,
+                            working_size)
+from audits.base import AuditResult, register_audit, skipped
+from datakit.store.dataset import Dataset
+
+__all__ = ["orientation_artifacts", "corner_scores", "rotation_scores"]
+
+NAME = "orientation_artifacts"
+
+_CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
+
+
+def _orient(images: np.ndarray, corner: int) -> np.ndarray:
+    """View of (N, H, W, C) images flipped so ``corner`` is at the top left."""
+    if corner in (1, 3):
+        images = images[:, :, ::-1]
+    if corner in (2, 3):
+        images = images[:, ::-1]
+    return images
+
+
+def _run_length(match: np.ndarray) -> np.ndarray:
+    """Length of the leading run of True along the last axis; (N, L) -> (N,)."""
+    return np.cumprod(match, axis=1).sum(axis=1)
+
+
+def corner_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04,
+                  return_legs: bool = False):
+    """Rotation-triangle score of each corner of each image.
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, H, W) or (N, H, W, C), float in [0, 1] or uint8
+    tol : float
+        Largest per-channel difference (0-1) from the corner color that still
+        counts as fill (JPEG noise).
+    min_leg : float
+        Shortest accepted triangle leg, as a fraction of the image side
+        (at least 2 pixels).
+    return_legs : bool
+        Also return the legs (along the horizontal and the vertical border).
+
+    Returns
+    -------
+    scores : ndarray, shape (N, 4), float in [0, 1]
+        Corners in the order top-left, top-right, bottom-left, bottom-right.
+    legs : ndarray, shape (N, 4, 2), int (only with ``return_legs``)
+    """
+    x = np.asarray(images)
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+    if x.ndim == 3:
+        x = x[..., None]
+    n, h, w, _ = x.shape
+    out = np.zeros((n, 4))
+    legs = np.zeros((n, 4, 2), dtype=np.int64)
+    yy, xx = np.mgrid[0:h, 0:w]
+    yy, xx = yy + 0.5, xx + 0.5
+    for c in range(4):
+        v = _orient(x, c)
+        color = v[:, :1, :1, :]
+        top = (np.abs(v[:, 0, :, :] - color[:, 0]) <= tol).all(-1)
+        left = (np.abs(v[:, :, 0, :] - color[:, 0]) <= tol).all(-1)
+        a, b = _run_length(top), _run_length(left)
+        legs[:, c, 0], legs[:, c, 1] = a, b
+        long_leg = np.maximum(a / w, b / h)
+        ok = (a >= max(2, min_leg * w)) & (b >= max(2, min_leg * h)) & (long_leg >= 2.5 * min_leg) \
+            & (a < w) & (b < h)
+        for i in np.flatnonzero(ok):
+            r = xx / a[i] + yy / b[i]
+            inside, band = r < 0.85, (r > 1.2) & (r < 1.8)
+            if inside.sum() < 6 or band.sum() < 6:
+                continue
+            match = (np.abs(v[i] - color[i, 0]) <= tol).all(-1)
+            f_in, f_out = match[inside].mean(), match[band].mean()
+            if f_in < 0.9:
+                continue
+            # the fill's edge must be a straight line from (a, 0) to (0, b): each row's
+            # run of fill color shrinks linearly (a round object touching the border does not)
+            runs = _run_length(match[:b[i]])
+            expected = a[i] * (1 - (np.arange(b[i]) + 0.5) / b[i])
+            deviation = max(0.0, np.abs(runs - expected).mean() - 1.0)  # 1 pixel of slack for resampling
+            straight = max(0.0, 1.0 - deviation / (0.2 * a[i]))
+            out[i, c] = max(0.0, f_in - f_out) * straight
+    return (out, legs) if return_legs else out
+
+
+def rotation_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04,
+                    batch: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Image rotation score and the corner scores.
+
+    A rotation about the image center leaves congruent triangles in opposite
+    corners (top-left / bottom-right, top-right / bottom-left). Each diagonal
+    scores its weaker corner, counted only when the two triangles' legs agree
+    (within 25% + 2 pixels); the image score is the mean of the two diagonals
+    (one clean diagonal alone gives 0.5).
+
+    Parameters
+    ----------
+    images : ndarray, shape (N, H, W) or (N, H, W, C)
+
+    Returns
+    -------
+    scores : ndarray, shape (N,), in [0, 1]
+    corners : ndarray, shape (N, 4)
+    """
+    scores, corners = [], []
+    for i in range(0, len(images), batch):
+        cs, legs = corner_scores(images[i:i + batch], tol, min_leg, return_legs=True)
+        pairs = []
+        for c1, c2 in ((0, 3), (1, 2)):
+            l1, l2 = legs[:, c1].astype(float), legs[:, c2].astype(float)
+            agree = (np.abs(l1 - l2) <= 0.25 * np.maximum(l1, l2) + 2).all(axis=1)
+            pairs.append(np.where(agree, np.minimum(cs[:, c1], cs[:, c2]), 0.0))
+        scores.append((pairs[0] + pairs[1]) / 2)
+        corners.append(cs)
+    if not scores:
+        return np.zeros(0), np.zeros((0, 4))
+    return np.concatenate(scores), np.concatenate(corners)
+
+
+@register_audit(NAME)
+def orientation_artifacts(
+    datasets: Sequence[Dataset], *, threshold: float = 0.5, tol: float = 0.06, size_cap: int = 128,
+    max_examples: int = 16, group_by: str = "auto", class_map: Mapping[str, Mapping[str, str]] | None = None,
+) -> AuditResult:
+    """Flag images with rotation corners; fraction flagged per dataset and class.
+
+    Parameters
+    ----------
+    datasets : sequence of Dataset
+    threshold : float
+        Images scoring at or above this are flagged.
+    tol : float
+        Fill-color tolerance per channel (0-1).
+    size_cap : int
+        Larger images are examined at ``size_cap`` x ``size_cap``.
+    max_examples : int
+        Flagged images shown in the report figure.
+    group_by : {"auto", "dataset", "source"}
+    class_map : mapping, optional
+
+    Returns
+    -------
+    AuditResult
+        ``per_image``: every image's ``score`` (0-1) and ``flag``.
+        ``summary``: ``flagged_fraction``, ``n_flagged``, ``max_class_fraction``
+        and the class it belongs to. ``tables["per_class"]``.
+    """
+    if not 0 <= threshold <= 1:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    groups = [g for g in make_groups(datasets, group_by) if len(g)]
+    if not groups:
+        return skipped(NAME, "no images")
+    notes: list[str] = []
+    frames, examples = [], []
+    for g in groups:
+        size, note = working_size([g], size_cap)
+        if note:
+            notes.append(f"{g.name}: {note}")
+        mode = common_mode([g])
+        images = load_images(g, None, size, mode)
+        scores, corners = rotation_scores(images, tol)
+        labels = shared_labels(g, class_map)
+        frame = pd.DataFrame({"dataset": g.name, "id": g.frame["id"].to_numpy(), "label": labels.to_numpy(),
+                              "score": scores, "flag": scores >= threshold})
+        for j, name in enumerate(_CORNERS):
+            frame[f"corner_{name}"] = corners[:, j]
+        frames.append(frame)
+        top = np.argsort(-scores)[:max_examples]
+        examples += [(float(scores[i]), g.name, images[i]) for i in top if scores[i] >= threshold]
+    per_image = pd.concat(frames, ignore_index=True)
+    per_class = (per_image.assign(label=per_image["label"].fillna("(unlabeled)"))
+                 .groupby(["dataset", "label"]).agg(n=("flag", "size"), n_flagged=("flag", "sum"),
+                                                    flagged_fraction=("flag", "mean"),
+                                                    mean_score=("score", "mean")).reset_index()
+                 .sort_values("flagged_fraction", ascending=False, kind="stable").reset_index(drop=True))
+    top_class = per_class.iloc[0]
+    summary = {"flagged_fraction": float(per_image["flag"].mean()), "n_flagged": int(per_image["flag"].sum()),
+               "n_images": int(len(per_image)), "max_class_fraction": float(top_class["flagged_fraction"]),
+               "max_class": f"{top_class['dataset']}/{top_class['label']}" if len(groups) > 1
+               else str(top_class["label"]), "mean_score": float(per_image["score"].mean())}
+    figures = {"flagged_per_class": _class_figure(per_class)}
+    examples.sort(key=lambda e: -e[0])
+    if examples:
+        figures["flagged_examples"] = _examples_figure(examples[:max_examples])
+    info = {"threshold": threshold, "tol": tol, "method": __doc__.split("\n\n")[2].replace("\n", " "),
+            "notes": notes}
+    return AuditResult(NAME, summary=summary, per_image=per_image, tables={"per_class": per_class},
+                       figures=figures, info=info, notes=notes)
+
+
+def _class_figure(per_class: pd.DataFrame) -> bytes:
+    plt = pyplot()
+    top = per_class.head(20)
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.3 * len(top) + 1.5), 3.0))
+    ax.bar([f"{str(r.label)[:12]}" for r in top.itertuples()], top["flagged_fraction"], color="tab:red")
+    ax.set_ylim(0, max(0.05, float(top["flagged_fraction"].max()) * 1.1))
+    ax.tick_params(axis="x", rotation=60, labelsize=6)
+    ax.set_ylabel("fraction flagged")
+    ax.set_title("Rotation corners per class (top 20)", fontsize=9)
+    return fig_to_png(fig)
+
+
+def _examples_figure(examples: list) -> bytes:
+    plt = pyplot()
+    k = len(examples)
+    cols = min(8, k)
+    rows = (k + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.45 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (score, name, img) in zip(axes.ravel(), examples):
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255)
+        ax.set_title(f"{name[:10]} {score:.2f}", fontsize=6)
+    fig.suptitle("Flagged images (score)", fontsize=9)
+    return fig_to_png(fig)

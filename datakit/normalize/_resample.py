@@ -1,0 +1,149 @@
+"""Separable resampling as matrix products: ``out = Wy @ image @ Wx.T``.
+
+Each weight matrix maps output pixels to input pixels through an affine map
+(scale and sub-pixel offset) with an anti-aliasing filter whose support widens
+when shrinking (as Pillow's ``resize`` does), so cropping, scaling and
+re-centering happen in one product. Filter values come from a lookup table
+(1/256 pixel steps), which keeps building the matrices cheap.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = ["KERNELS", "axis_weights", "weights_one", "centers", "resize_array"]
+
+_STEPS = 256  # table samples per pixel
+
+
+def _triangle(x: np.ndarray) -> np.ndarray:
+    return np.maximum(0.0, 1.0 - np.abs(x))
+
+
+def _box(x: np.ndarray) -> np.ndarray:
+    return ((x >= -0.5) & (x < 0.5)).astype(np.float64)
+
+
+def _lanczos3(x: np.ndarray) -> np.ndarray:
+    out = np.sinc(x) * np.sinc(x / 3.0)
+    out[np.abs(x) >= 3.0] = 0.0
+    return out
+
+
+def _bicubic(x: np.ndarray) -> np.ndarray:
+    a = -0.5
+    ax = np.abs(x)
+    ax2 = ax * ax
+    ax3 = ax2 * ax
+    return np.where(ax <= 1, (a + 2) * ax3 - (a + 3) * ax2 + 1,
+                    np.where(ax < 2, a * ax3 - 5 * a * ax2 + 8 * a * ax - 4 * a, 0.0))
+
+
+#: name -> (filter function, support radius at scale 1)
+KERNELS = {"box": (_box, 0.5), "triangle": (_triangle, 1.0), "bicubic": (_bicubic, 2.0), "lanczos": (_lanczos3, 3.0)}
+
+
+@lru_cache(maxsize=None)
+def _table(kernel: str) -> tuple[np.ndarray, float]:
+    """Filter sampled every 1/_STEPS pixel over [-R-1, R+1] (zero at both ends)."""
+    fn, radius = KERNELS[kernel]
+    r = radius + 1.0
+    x = np.arange(-r * _STEPS, r * _STEPS + 1) / _STEPS
+    t = fn(x).astype(np.float32)
+    t[0] = t[-1] = 0.0
+    t.setflags(write=False)
+    return t, r
+
+
+def axis_weights(n_in: int, n_out: int, scale: np.ndarray | float, center_in: np.ndarray | float,
+                 center_out: np.ndarray | float, kernel: str = "triangle") -> np.ndarray:
+    """Weights mapping ``n_in`` input pixels to ``n_out`` output pixels along one axis, for N images.
+
+    Output pixel ``i`` (center ``i + 0.5``) samples the input at
+    ``(i + 0.5 - center_out) / scale + center_in`` (continuous coordinates:
+    pixel ``k`` covers ``[k, k + 1)``). When ``scale < 1`` the filter is
+    stretched by ``1 / scale`` (anti-aliasing). Only the band of inputs under
+    the filter is evaluated, then scattered into the dense matrix.
+
+    Parameters
+    ----------
+    n_in, n_out : int
+    scale, center_in, center_out : float or ndarray of shape (N,)
+        ``scale`` > 0.
+    kernel : {"box", "triangle", "bicubic", "lanczos"}
+
+    Returns
+    -------
+    ndarray of float32, shape (N, n_out, n_in) (N = 1 for scalar arguments)
+        Rows sum to 1, or are all zero where the output lies outside the input.
+    """
+    table, r = _table(kernel)
+    scale, center_in, center_out = np.broadcast_arrays(np.asarray(scale, np.float32).ravel(),
+                                                       np.asarray(center_in, np.float32).ravel(),
+                                                       np.asarray(center_out, np.float32).ravel())
+    n = scale.shape[0]
+    fs = np.minimum(scale, np.float32(1.0))
+    y = ((np.arange(n_out, dtype=np.float32)[None, :] + np.float32(0.5) - center_out[:, None]) / scale[:, None]
+         + center_in[:, None])  # (n, n_out): input coordinate each output pixel samples
+    reach = np.float32(r - 1.0) / fs  # filter radius in input pixels
+    taps = int(np.ceil(2.0 * float(reach.max()))) + 2
+    start = np.floor(y - np.float32(0.5) - reach[:, None]).astype(np.int32) + 1
+    k = start[:, :, None] + np.arange(taps, dtype=np.int32)  # (n, n_out, taps) input pixel indices
+    x = (k.astype(np.float32) + np.float32(0.5) - y[:, :, None]) * (fs * np.float32(_STEPS))[:, None, None]
+    x += np.float32(r * _STEPS + 0.5)
+    np.clip(x, 0, len(table) - 1, out=x)
+    w = table.take(x.astype(np.int32))
+    # normalize over all taps, inside the image or not: outside pixels count as 0 (background),
+    # so an output pixel beyond the input's edge fades out instead of copying the edge pixel
+    s = w.sum(axis=2, keepdims=True)
+    w /= np.where(s > 1e-6, s, np.float32(np.inf))
+    w *= (k >= 0) & (k < n_in)
+    pad = taps + 1  # out-of-range taps (weight 0) land in padding columns, sliced off below
+    np.clip(k, -pad, n_in + pad - 1, out=k)
+    k += pad
+    full = np.zeros((n, n_out, n_in + 2 * pad), np.float32)
+    np.put_along_axis(full, k, w, axis=2)
+    return np.ascontiguousarray(full[:, :, pad:pad + n_in])
+
+
+@lru_cache(maxsize=512)
+def _resize_weights(n_in: int, n_out: int, kernel: str) -> np.ndarray:
+    w = axis_weights(n_in, n_out, n_out / n_in, n_in / 2.0, n_out / 2.0, kernel)[0]
+    w.setflags(write=False)
+    return w
+
+
+def resize_array(a: np.ndarray, height: int, width: int, kernel: str = "triangle") -> np.ndarray:
+    """Resize (H, W) or (H, W, C) pixels to (height, width[, C]) float32, anti-aliased."""
+    wy = _resize_weights(a.shape[0], height, kernel)
+    wx = _resize_weights(a.shape[1], width, kernel)
+    af = a.astype(np.float32, copy=False)
+    if af.ndim == 2:
+        return wy @ af @ wx.T
+    return np.einsum("ih,hwc,jw->ijc", wy, af, wx, optimize=True)
+
+
+@lru_cache(maxsize=1024)
+def centers(n: int) -> np.ndarray:
+    """Pixel centers ``0.5, 1.5, ..., n - 0.5`` as float32 (cached, read-only)."""
+    c = np.arange(n, dtype=np.float32) + np.float32(0.5)
+    c.setflags(write=False)
+    return c
+
+
+def weights_one(n_in: int, n_out: int, scale: float, center_in: float, center_out: float,
+                kernel: str = "triangle") -> np.ndarray:
+    """:func:`axis_weights` for one image and small ``n_in`` (dense, no band): (n_out, n_in) float32."""
+    table, r = _table(kernel)
+    fs = min(scale, 1.0) * _STEPS
+    pad = int((r - 1.0) * _STEPS / fs) + 2  # virtual zero pixels beyond each edge (see axis_weights)
+    # x[i, k] = ((k + 0.5) - y_i) * fs + r * S + 0.5 with y_i = (i + 0.5 - center_out) / scale + center_in
+    y = centers(n_out) * np.float32(fs / scale) + np.float32(fs * (center_in - center_out / scale) - r * _STEPS - 0.5
+                                                              + pad * fs)
+    x = centers(n_in + 2 * pad) * np.float32(fs) - y[:, None]
+    np.clip(x, 0, len(table) - 1, out=x)
+    w = table.take(x.astype(np.int32))
+    s = w.sum(axis=1, keepdims=True)
+    w /= np.where(s > 1e-6, s, np.float32(np.inf))
+    return w[:, pad:pad + n_in]
