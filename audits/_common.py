@@ -173,6 +173,8 @@ def working_size(groups: Sequence[Group], cap: int) -> tuple[tuple[int, int], st
 
 _MEMO: dict[tuple, np.ndarray] = {}
 _MEMO_LIMIT = 4
+#: datasets up to this size (at the requested size and mode) are decoded whole, once
+_FULL_LOAD_BYTES = 256 * 2**20
 
 
 def _full_arrays(ds: Dataset, size: tuple[int, int], mode: str) -> np.ndarray:
@@ -200,9 +202,10 @@ def load_images(group: Group, positions: np.ndarray | None, size: tuple[int, int
     -------
     ndarray, shape (N, H, W) for ``"L"`` or (N, H, W, 3) for ``"RGB"``, uint8
 
-    When more than a third of the dataset is requested, the whole dataset is
-    loaded once through :meth:`Dataset.load_arrays` (cached on disk and in
-    memory) and sliced; otherwise only the requested files are decoded.
+    When the whole dataset fits in 256 MiB at this size and mode, or more than
+    a third of it is requested, the whole dataset is loaded once through
+    :meth:`Dataset.load_arrays` (cached on disk and in memory) and sliced;
+    otherwise only the requested files are decoded.
     """
     if positions is None:
         positions = group.positions
@@ -212,7 +215,10 @@ def load_images(group: Group, positions: np.ndarray | None, size: tuple[int, int
     if len(positions) == 0:
         shape = (0, *size) if mode == "L" else (0, *size, 3)
         return np.zeros(shape, np.uint8)
-    if len(positions) * 3 > n_total or (str(ds.root), ds.checksum, size, mode) in _MEMO:
+    channels = 1 if mode == "L" else 3
+    small = n_total * size[0] * size[1] * channels <= _FULL_LOAD_BYTES
+    if small or len(positions) * 3 > n_total or (str(ds.root), ds.checksum, size, mode) in _MEMO:
+        # decode the whole dataset once (cached on disk and in memory): audits sample it repeatedly
         return _full_arrays(ds, size, mode)[positions]
     out = []
     paths = ds.manifest["path"].to_numpy()

@@ -2,21 +2,27 @@
 (train/test leakage), across sources and across datasets.
 
 *Exact* duplicates share a content id (sha256 of the stored bytes). *Near*
-duplicates have 64-bit perceptual hashes (the manifest's ``phash``) at most
-``max_distance`` bits apart; exact copies are near copies at distance 0. The
-search is sub-quadratic (:mod:`datakit.dedup`), and every count is computed
-without listing image pairs: equal hashes are collapsed first, and counts come
-from a sparse product of the hash-adjacency matrix with per-cell counts, so a
-thousand copies of one blank image cost one row, not half a million pairs.
+duplicates are candidates from the 64-bit perceptual hashes (the manifest's
+``phash``) at most ``max_distance`` bits apart, found by sub-quadratic
+multi-index hashing (:mod:`datakit.dedup`), and confirmed by pixels (the
+correlation of 32x32 grayscale thumbnails), because different small images can
+hash alike: on real MNIST test digits most pHash pairs within 4 bits are
+different handwritten digits. Exact copies are near copies too.
+
+Counting never lists image pairs: images with one content id form one node,
+and every count comes from a sparse product of the node adjacency matrix with
+per-cell counts (cells: dataset, split, source), so a thousand copies of one
+blank image cost one node, not half a million pairs.
 
 The headline is **leakage**: how many test images have a near copy in train
 (a model evaluated on them is partly tested on its training data; cf. the
 CIFAR-10/100 test-set duplicates found by Barz and Denzler, "Do we train on
-test data?", 2020).
+test data? Purging CIFAR of near-duplicates", 2020).
 """
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -57,14 +63,24 @@ def _unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _load_hash(root, rel: str) -> int:
-    with Image.open(root / rel) as im:
+def _load_hash(item: tuple[str, str]) -> int:
+    """pHash of the image file ``root/rel`` (``item = (root, rel)``); runs in an executor worker."""
+    root, rel = item
+    with Image.open(Path(root) / rel) as im:
         if im.mode not in ("L", "RGB", "RGBA"):
             im = im.convert("RGB")
         return phash(np.asarray(im))
 
 
-def _frame(datasets: Sequence[Dataset], notes: list[str]) -> pd.DataFrame:
+def _per_image(fn, items: list, workers: int | None):
+    """Map ``fn`` over ``items`` through datakit's executor (ordered; per-item errors captured)."""
+    from datakit.parallel import get_executor
+
+    with get_executor(workers) as executor:
+        return list(executor.map(fn, items, batch_size=256))
+
+
+def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None) -> pd.DataFrame:
     """All images of all datasets in one frame, with phash filled in where missing."""
     names = _unique_names([ds.name for ds in datasets])
     parts = []
@@ -88,12 +104,13 @@ def _frame(datasets: Sequence[Dataset], notes: list[str]) -> pd.DataFrame:
         missing = np.flatnonzero(~valid)
         if len(missing):
             failed = []
-            for i in missing:
-                try:
-                    hashes[i] = _load_hash(ds.root, part.at[i, "path"])
-                    valid[i] = True
-                except (OSError, ValueError, TypeError) as exc:  # unreadable: recorded, not hashed
-                    failed.append(f"{part.at[i, 'path']}: {type(exc).__name__}: {exc}")
+            paths = part["path"].to_numpy()
+            results = _per_image(_load_hash, [(str(ds.root), paths[i]) for i in missing], workers)
+            for i, res in zip(missing, results):
+                if res.ok:
+                    hashes[i], valid[i] = res.value, True
+                else:  # unreadable: recorded, not hashed
+                    failed.append(f"{paths[i]}: {res.reason}: {res.detail}")
             notes.append(f"{name}: the manifest has no phash for {len(missing)} of {n} images; "
                          f"computed it from the image files (datakit.hashing.phash)")
             if failed:
@@ -145,23 +162,75 @@ class _Neighbors:
         return np.asarray((by_cell.T @ (self.adjacency @ by_cell)).todense(), dtype=np.int64)
 
 
-def _near_structure(hashes: np.ndarray, max_distance: int, n_jobs: int | None):
-    unique, inverse = np.unique(hashes, return_inverse=True)
-    pairs, dist = near_duplicate_pairs(unique, max_distance, return_distances=True, n_jobs=n_jobs)
-    n = len(unique)
-    rows = np.concatenate([pairs[:, 0], pairs[:, 1], np.arange(n)])
-    cols = np.concatenate([pairs[:, 1], pairs[:, 0], np.arange(n)])
-    adjacency = sparse.csr_matrix((np.ones(len(rows), dtype=np.int64), (rows, cols)), shape=(n, n))
-    return _Neighbors(inverse.ravel().astype(np.int64), n, adjacency), unique, pairs, dist
-
-
-def _exact_structure(ids: np.ndarray) -> _Neighbors:
-    codes, uniques = pd.factorize(pd.Series(ids, dtype=object))
+def _nodes(f: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray]:
+    """Images with the same content id share a node. Returns node per image, node count, first row per node."""
+    codes, uniques = pd.factorize(pd.Series(f["id"].to_numpy(), dtype=object))
     codes = codes.astype(np.int64)
     missing = codes < 0  # no id: a node of its own
     codes[missing] = len(uniques) + np.arange(int(missing.sum()))
-    n = int(codes.max()) + 1 if len(codes) else 0
-    return _Neighbors(codes, n, sparse.identity(n, dtype=np.int64, format="csr"))
+    n_nodes = int(codes.max()) + 1 if len(codes) else 0
+    first = np.full(n_nodes, len(codes), dtype=np.int64)
+    np.minimum.at(first, codes, np.arange(len(codes), dtype=np.int64))
+    return codes, n_nodes, first
+
+
+def _thumbnail(item: tuple[str, str]) -> np.ndarray:
+    """32x32 grayscale copy of ``root/rel`` (``item = (root, rel)``), float32, shape (1024,)."""
+    root, rel = item
+    with Image.open(Path(root) / rel) as im:
+        im = im.convert("L")
+        if im.size != (32, 32):
+            im = im.resize((32, 32), Image.BILINEAR)
+        return np.asarray(im, dtype=np.float32).ravel()
+
+
+def _similarity(f: pd.DataFrame, roots: list, first: np.ndarray, u: np.ndarray, v: np.ndarray,
+                workers: int | None, chunk: int = 8192) -> np.ndarray:
+    """Pearson correlation of the 32x32 grayscale thumbnails of node pairs ``(u, v)``, shape (K,).
+
+    Correlation ignores brightness and contrast changes; two flat images count
+    as similar (1.0) when their gray levels are within 8 of 255, else 0.
+    """
+    nodes = np.unique(np.concatenate([u, v]))
+    slot = np.full(int(nodes.max()) + 1 if len(nodes) else 0, -1, dtype=np.int64)
+    slot[nodes] = np.arange(len(nodes))
+    thumbs = np.zeros((len(nodes), 1024), dtype=np.float32)
+    means = np.zeros(len(nodes), dtype=np.float32)
+    ok = np.ones(len(nodes), dtype=bool)
+    ds, paths = f["_ds"].to_numpy(), f["path"].to_numpy()
+    rows = first[nodes]
+    results = _per_image(_thumbnail, [(str(roots[ds[r]]), paths[r]) for r in rows], workers)
+    for k, res in enumerate(results):
+        if not res.ok:  # unreadable: never confirmed
+            logger.warning("duplicates: cannot read %s (%s); its pairs are not confirmed", paths[rows[k]], res.reason)
+            ok[k] = False
+            continue
+        t = res.value
+        means[k] = t.mean()
+        t = t - means[k]
+        norm = float(np.linalg.norm(t))
+        thumbs[k] = t / norm if norm > 1e-3 else 0.0
+    out = np.zeros(len(u), dtype=np.float32)
+    for lo in range(0, len(u), chunk):
+        a, b = slot[u[lo:lo + chunk]], slot[v[lo:lo + chunk]]
+        c = np.einsum("ij,ij->i", thumbs[a], thumbs[b])
+        flat_a, flat_b = ~thumbs[a].any(1), ~thumbs[b].any(1)
+        both_flat = flat_a & flat_b
+        c[both_flat] = (np.abs(means[a] - means[b]) <= 8.0)[both_flat].astype(np.float32)
+        c[~(ok[a] & ok[b])] = 0.0
+        out[lo:lo + chunk] = c
+    return out
+
+
+def _identity_neighbors(node: np.ndarray, n_nodes: int) -> _Neighbors:
+    return _Neighbors(node, n_nodes, sparse.identity(n_nodes, dtype=np.int64, format="csr"))
+
+
+def _edge_neighbors(node: np.ndarray, n_nodes: int, u: np.ndarray, v: np.ndarray) -> _Neighbors:
+    rows = np.concatenate([u, v, np.arange(n_nodes)])
+    cols = np.concatenate([v, u, np.arange(n_nodes)])
+    adjacency = sparse.csr_matrix((np.ones(len(rows), dtype=np.int64), (rows, cols)), shape=(n_nodes, n_nodes))
+    return _Neighbors(node, n_nodes, adjacency)
 
 
 def _relations(nb: _Neighbors, f: pd.DataFrame, train_cell: np.ndarray, prefix: str) -> dict[str, np.ndarray]:
@@ -210,85 +279,46 @@ def _pair_counts(nb: _Neighbors, f: pd.DataFrame, train_cell: np.ndarray, test_c
 # ---------------------------------------------------------------------------
 
 
-def _nearest(pairs: np.ndarray, dist: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per query row ``pairs[:, 0]`` (0..n-1): nearest ``pairs[:, 1]`` (smallest index on ties), or -1."""
-    index = np.full(n, -1, dtype=np.int64)
-    distance = np.full(n, -1, dtype=np.int64)
-    if len(pairs):
-        order = np.lexsort((pairs[:, 1], dist, pairs[:, 0]))
-        i, j, d = pairs[order, 0], pairs[order, 1], dist[order]
-        first = np.ones(len(i), dtype=bool)
-        first[1:] = i[1:] != i[:-1]
-        index[i[first]], distance[i[first]] = j[first], d[first]
-    return index, distance
-
-
-def _match_in(h: np.ndarray, queries: np.ndarray, targets: np.ndarray, r: int, match: np.ndarray,
-              distance: np.ndarray) -> None:
-    """Set ``match``/``distance`` of ``queries`` to their nearest image among ``targets``."""
-    if len(queries) == 0 or len(targets) == 0:
-        return
-    pairs, dist = near_duplicate_pairs(h[queries], r, other=h[targets], return_distances=True)
-    idx, d = _nearest(pairs, dist, len(queries))
-    found = idx >= 0
-    match[queries[found]] = targets[idx[found]]
-    distance[queries[found]] = d[found]
-
-
-def _matches(f: pd.DataFrame, nb: _Neighbors, upairs: np.ndarray, udist: np.ndarray, rel: dict, r: int,
-             train_cell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each flagged image's reported match: a train copy for leaked images, else a copy in another
-    dataset, else the nearest image anywhere (smallest row on ties). -1 where none."""
-    n = len(f)
-    h = f["phash"].to_numpy()
-    hashed = f["_hashed"].to_numpy()
-    ds, cell = f["_ds"].to_numpy(), f["_cell"].to_numpy()
-    match = np.full(n, -1, dtype=np.int64)
-    distance = np.full(n, -1, dtype=np.int64)
-    is_train = cell == train_cell[ds]
-    for k in np.unique(ds):
-        tc = train_cell[k]
-        if tc < 0:
-            continue
-        leaked = np.flatnonzero((ds == k) & ~is_train & (rel["near_in_train"] > 0) & hashed)
-        _match_in(h, leaked, np.flatnonzero((cell == tc) & hashed), r, match, distance)
-    for k in np.unique(ds):
-        cross = np.flatnonzero((ds == k) & (match < 0) & (rel["near_cross_dataset"] > 0) & hashed)
-        _match_in(h, cross, np.flatnonzero((ds != k) & hashed), r, match, distance)
-    # Anywhere: from the collapsed hashes. Images of one hash node: the smallest other member.
-    rows = np.flatnonzero(hashed)
-    if len(rows) == 0:
-        return match, distance
-    group = nb.group[rows]
-    order = np.lexsort((rows, group))
-    g_sorted, r_sorted = group[order], rows[order]
-    start = np.searchsorted(g_sorted, np.arange(nb.n_nodes), side="left")
-    size = np.bincount(group, minlength=nb.n_nodes)
-    first = np.where(size > 0, r_sorted[np.minimum(start, len(r_sorted) - 1)], -1)
-    second = np.where(size > 1, r_sorted[np.minimum(start + 1, len(r_sorted) - 1)], -1)
-    todo = (match[rows] < 0) & (rel["near_total"][rows] > 0)
-    x, g = rows[todo], group[todo]
-    same = size[g] > 1
-    match[x[same]] = np.where(first[g[same]] == x[same], second[g[same]], first[g[same]])
-    distance[x[same]] = 0
-    unode, ud = _nearest(np.concatenate([upairs, upairs[:, ::-1]]), np.concatenate([udist, udist]), nb.n_nodes)
-    rest = x[~same]
-    match[rest] = first[unode[g[~same]]]
-    distance[rest] = ud[g[~same]]
-    return match, distance
-
-
-def _kind(f: pd.DataFrame, match: np.ndarray, train_split: str) -> np.ndarray:
-    kind = np.full(len(f), None, dtype=object)
-    has = match >= 0
-    x, y = np.flatnonzero(has), match[has]
+def _kind_codes(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, train_split: str) -> np.ndarray:
+    """Index into :data:`KINDS` of the relation between images ``x`` and ``y`` (arrays of rows)."""
     ds, split, src = f["_ds"].to_numpy(), f["split"].to_numpy(), f["source"].to_numpy()
-    k = np.where(ds[x] != ds[y], "cross_dataset",
-                 np.where(split[x] != split[y],
-                          np.where((split[y] == train_split) != (split[x] == train_split), "leak", "cross_split"),
-                          np.where(src[x] != src[y], "cross_source", "within_split")))
-    kind[x] = k
-    return kind
+    return np.where(ds[x] != ds[y], 1,
+                    np.where(split[x] != split[y],
+                             np.where((split[x] == train_split) != (split[y] == train_split), 0, 3),
+                             np.where(src[x] != src[y], 2, 4)))
+
+
+def _matches(f: pd.DataFrame, node: np.ndarray, u: np.ndarray, v: np.ndarray, d: np.ndarray, flagged: np.ndarray,
+             train_split: str) -> pd.DataFrame:
+    """The reported match of each flagged image: its most serious relation (:data:`KINDS` order), then
+    the smallest distance, then the smallest row. Also the distance to its nearest copy.
+
+    Only two representatives per (node, dataset, split, source) are expanded, so a thousand exact
+    copies of one image do not make a million rows.
+    """
+    cols = ["row", "match", "distance", "kind", "nearest"]
+    x = np.flatnonzero(flagged)
+    if len(x) == 0:
+        return pd.DataFrame(columns=cols)
+    n = len(f)
+    cell3 = pd.factorize(pd.Series(list(zip(f["_ds"], f["split"], f["source"]))))[0]
+    members = pd.DataFrame({"node": node, "cell": cell3, "row": np.arange(n)})
+    members["rank"] = members.groupby(["node", "cell"]).cumcount()
+    members = members[members["rank"] < 2]
+    size = np.bincount(node, minlength=int(node.max()) + 1)
+    multi = np.flatnonzero(size > 1)
+    edges = pd.DataFrame({"u": np.concatenate([u, v, multi]), "v": np.concatenate([v, u, multi]),
+                          "distance": np.concatenate([d, d, np.zeros(len(multi), dtype=np.int64)])})
+    cand = pd.DataFrame({"row": x, "u": node[x]}).merge(edges, on="u").merge(
+        members[["node", "row"]].rename(columns={"node": "v", "row": "match"}), on="v")
+    cand = cand[cand["match"] != cand["row"]]
+    if cand.empty:
+        return pd.DataFrame(columns=cols)
+    cand["kind"] = _kind_codes(f, cand["row"].to_numpy(), cand["match"].to_numpy(), train_split)
+    nearest = cand.groupby("row")["distance"].min()
+    best = cand.sort_values(["row", "kind", "distance", "match"]).drop_duplicates("row")
+    best["nearest"] = nearest.loc[best["row"]].to_numpy()
+    return best[cols].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------
@@ -363,7 +393,7 @@ def _histogram_figure(per: pd.DataFrame, max_distance: int) -> bytes:
         if counts.sum():
             ax.bar(np.arange(max_distance + 1), counts, bottom=bottom, label=kind.replace("_", " "))
             bottom += counts
-    ax.set_xlabel("pHash distance to the nearest copy (bits)")
+    ax.set_xlabel("pHash distance to the reported copy (bits)")
     ax.set_ylabel("images")
     ax.set_xticks(np.arange(max_distance + 1))
     if bottom.sum():
@@ -389,8 +419,9 @@ def _int_option(value, name: str, lo: int, hi: int) -> int:
 
 @register_audit(NAME)
 def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_split: str = "train",
-               test_split: str = "test", n_examples: int = 8, max_listed: int = 1000,
-               n_jobs: int | None = None) -> AuditResult:
+               test_split: str = "test", verify: str = "pixels", min_similarity: float = 0.98,
+               n_examples: int = 8, max_listed: int = 1000, n_jobs: int | None = None,
+               workers: int | None = 0) -> AuditResult:
     """Exact and near duplicates within splits, across splits, sources and datasets.
 
     Parameters
@@ -398,19 +429,33 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     datasets : sequence of Dataset
         One or more datasets (opened with :func:`datakit.open_dataset`).
     max_distance : int, default 4
-        Largest pHash Hamming distance (bits of 64) that counts as a near copy,
-        0..32. 4 catches re-encodings, small brightness and crop changes; 8 and
-        above starts to pair different but similar-looking images (e.g. two
-        plain "1" digits).
+        Largest pHash Hamming distance (bits of 64) for a candidate near copy,
+        0..32. 4 catches re-encodings, resizes, brightness and contrast
+        changes. On small centred digits even distance 0 pairs different
+        handwritten digits, which the pixel check (``verify``) removes.
     train_split, test_split : str
         Split names for the leakage headline (``leakage_test_in_train``).
         Every other non-train split is also checked (``tables["leakage"]``).
+    verify : {"pixels", "none"}, default "pixels"
+        ``"pixels"``: a pHash candidate pair of two different images counts
+        only when the Pearson correlation of their 32x32 grayscale thumbnails
+        is at least ``min_similarity`` (re-encodings, resizes, brightness and
+        contrast changes stay above 0.98; different MNIST digits that hash
+        alike have a median of 0.86). ``"none"``: trust the hash alone (no
+        image is opened; for very large stores).
+    min_similarity : float, default 0.98
+        Correlation threshold for ``verify="pixels"``, in [-1, 1].
     n_examples : int, default 8
-        Pairs shown side by side in the ``examples`` figure.
+        Pairs shown side by side in the ``examples`` figure (0: draw no figures).
     max_listed : int, default 1000
         Rows kept in ``tables["pairs"]`` (the flagged images, most serious first).
     n_jobs : int, optional
         Threads for the hash search (None: 1; -1: one per core).
+    workers : int, optional
+        Worker processes for the per-image work (reading images without a
+        stored ``phash``, thumbnails for the pixel check), through
+        :func:`datakit.parallel.get_executor`: 0 (default) runs in this
+        process, None uses one per core.
 
     Returns
     -------
@@ -418,9 +463,10 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
         ``per_image``: one row per image: ``dataset, id, split, source, label,
         flag`` (has a near copy), ``score`` (``(max_distance + 1 - d) /
         (max_distance + 1)`` for the nearest copy at distance ``d``: 1 for an
-        exact copy, 0 without a copy), ``distance``, ``match_dataset,
-        match_id, match_split`` (a train copy for a leaked image, else a copy
-        in another dataset, else the nearest), ``kind`` (one of :data:`KINDS`),
+        identical hash, 0 without a copy), ``distance`` (to the reported
+        match), ``match_dataset, match_id, match_split`` (the copy with the
+        most serious relation, :data:`KINDS` order, then the nearest),
+        ``kind`` (one of :data:`KINDS`),
         ``exact`` (match has the same content id), ``leak`` (an image outside
         train with a near copy in train), ``n_near`` (near copies anywhere).
         ``summary``: image counts (``exact_within``, ``near_within``,
@@ -437,19 +483,30 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     Raises
     ------
     DatakitError
-        If ``max_distance``, ``n_examples``, ``max_listed`` or ``n_jobs`` is out of range.
+        If ``max_distance``, ``verify``, ``min_similarity``, ``n_examples``, ``max_listed``, ``n_jobs`` or
+        ``workers`` is out of range.
     """
     r = _int_option(max_distance, "max_distance", 0, MAX_DISTANCE)
     n_examples = _int_option(n_examples, "n_examples", 0, 100)
     max_listed = _int_option(max_listed, "max_listed", 0, 10**7)
+    if workers is not None:
+        workers = _int_option(workers, "workers", 0, 1024)
     if n_jobs is not None:
         n_jobs = _int_option(n_jobs, "n_jobs", -1, 1024)
         if n_jobs == 0:
             raise DatakitError("duplicates: n_jobs must be -1 (every core) or a positive integer, got 0")
+    if verify not in ("pixels", "none"):
+        raise DatakitError(f"duplicates: unknown verify={verify!r}. Valid values are {{pixels, none}}.")
+    try:
+        min_similarity = float(min_similarity)
+    except (TypeError, ValueError):
+        raise DatakitError(f"duplicates: min_similarity must be a number in [-1, 1], got {min_similarity!r}") from None
+    if not -1.0 <= min_similarity <= 1.0:
+        raise DatakitError(f"duplicates: min_similarity must be a number in [-1, 1], got {min_similarity!r}")
     if not datasets:
         return skipped(NAME, "no dataset given")
     notes: list[str] = []
-    f = _frame(datasets, notes)
+    f = _frame(datasets, notes, workers)
     if f.empty:
         return skipped(NAME, "the datasets have no images")
     n = len(f)
@@ -460,41 +517,57 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     train_cell = np.array([cell_of.get((k, train_split), -1) for k in range(n_ds)], dtype=np.int64)
     test_cell = np.array([cell_of.get((k, test_split), -1) for k in range(n_ds)], dtype=np.int64)
 
-    # Exact duplicates: nodes are content ids.
-    exact = _exact_structure(f["id"].to_numpy())
+    # Nodes are content ids: exact copies share one (and need no pixel check).
+    node, n_nodes, first = _nodes(f)
+    exact = _identity_neighbors(node, n_nodes)
     rel = _relations(exact, f, train_cell, "exact")
     exact_pairs = _pair_counts(exact, f, train_cell, test_cell)
 
-    # Near duplicates: nodes are distinct hashes; unhashed images are isolated nodes of their own.
-    hashed = f["_hashed"].to_numpy()
-    h = f["phash"].to_numpy()
-    near_nb, unique, upairs, udist = _near_structure(h[hashed], r, n_jobs)
-    group = np.empty(n, dtype=np.int64)
-    group[hashed] = near_nb.group
-    group[~hashed] = near_nb.n_nodes + np.arange(int((~hashed).sum()))
-    n_nodes = near_nb.n_nodes + int((~hashed).sum())
-    adjacency = sparse.block_diag([near_nb.adjacency, sparse.identity(n_nodes - near_nb.n_nodes, dtype=np.int64)],
-                                  format="csr")
-    near_nb = _Neighbors(group, n_nodes, adjacency)
+    # Near copies: pHash candidates between distinct contents, confirmed by pixels.
+    node_hash, node_hashed = f["phash"].to_numpy()[first], f["_hashed"].to_numpy()[first]
+    hn = np.flatnonzero(node_hashed)
+    pairs, dist = near_duplicate_pairs(node_hash[hn], r, return_distances=True, n_jobs=n_jobs)
+    u, v, d = hn[pairs[:, 0]], hn[pairs[:, 1]], dist
+    info_verify: dict = {"hash_candidate_pairs": int(len(u))}
+    if verify == "pixels" and len(u):
+        sim = _similarity(f, [ds.root for ds in datasets], first, u, v, workers)
+        keep = sim >= min_similarity
+        info_verify.update(confirmed_pairs=int(keep.sum()), rejected_pairs=int((~keep).sum()),
+                           rejected_similarity_max=float(sim[~keep].max()) if (~keep).any() else None)
+        if (~keep).any():
+            notes.append(f"{int((~keep).sum())} of {len(u)} pHash candidate pairs (distinct images within "
+                         f"{r} bits) were rejected: thumbnail correlation below {min_similarity} (different "
+                         f"images that hash alike, common for small centred digits)")
+        u, v, d = u[keep], v[keep], d[keep]
+    near_nb = _edge_neighbors(node, n_nodes, u, v)
     rel.update(_relations(near_nb, f, train_cell, "near"))
     near_pairs = _pair_counts(near_nb, f, train_cell, test_cell)
 
-    match, distance = _matches(f, near_nb, upairs, udist, rel, r, train_cell)
-    flag = match >= 0
-    kind = _kind(f, match, train_split)
+    best = _matches(f, node, u, v, d, rel["near_total"] > 0, train_split)
+    flag = np.zeros(n, dtype=bool)
+    match = np.full(n, -1, dtype=np.int64)
+    distance = np.full(n, -1, dtype=np.int64)
+    nearest = np.full(n, -1, dtype=np.int64)
+    kind = np.full(n, None, dtype=object)
+    rows = best["row"].to_numpy(dtype=np.int64)
+    flag[rows] = True
+    match[rows] = best["match"].to_numpy(dtype=np.int64)
+    distance[rows] = best["distance"].to_numpy(dtype=np.int64)
+    nearest[rows] = best["nearest"].to_numpy(dtype=np.int64)
+    kind[rows] = np.array(KINDS, dtype=object)[best["kind"].to_numpy(dtype=np.int64)]
     mrow = np.where(flag, match, 0)
     is_train = f["_cell"].to_numpy() == train_cell[f["_ds"].to_numpy()]
     ids = f["id"].to_numpy()
     per = pd.DataFrame({
         "dataset": f["dataset"], "id": f["id"], "split": f["split"], "source": f["source"], "label": f["label"],
         "flag": flag,
-        "score": np.where(flag, (r + 1 - distance) / (r + 1), 0.0),
+        "score": np.where(flag, (r + 1 - nearest) / (r + 1), 0.0),
         "distance": pd.Series(distance, dtype="Int64").mask(~flag),
         "match_dataset": np.where(flag, f["dataset"].to_numpy()[mrow], None),
         "match_id": np.where(flag, ids[mrow], None),
         "match_split": np.where(flag, f["split"].to_numpy()[mrow], None),
         "kind": kind,
-        "exact": flag & (ids == ids[mrow]),
+        "exact": flag & (node == node[mrow]),
         "leak": ~is_train & (train_cell[f["_ds"].to_numpy()] >= 0) & (rel["near_in_train"] > 0),
         "n_near": rel["near_total"],
         "_row": np.arange(n), "_match": match, "_ds": f["_ds"],
@@ -524,25 +597,25 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     def images(key: str) -> int:
         return int((rel[key] > 0).sum())
 
-    summary = {
-        "n_images": n,
-        "max_distance": r,
-        "exact_within": images("exact_within_split"),
-        "near_within": images("near_within_split"),
-        "exact_across_splits": images("exact_cross_split"),
-        "near_across_splits": images("near_cross_split"),
+    summary = {  # headline first: the terminal summary shows the first few
         "leakage_test_in_train": leaked,
-        "leakage_exact_test_in_train": int((rel["exact_in_train"][test] > 0).sum()),
         "leakage_fraction": leaked / n_test if n_test else 0.0,
-        "n_test": n_test,
         "cross_dataset_images": images("near_cross_dataset"),
+        "near_within": images("near_within_split"),
+        "exact_within": images("exact_within_split"),
+        "leakage_exact_test_in_train": int((rel["exact_in_train"][test] > 0).sum()),
+        "n_test": n_test,
+        "near_across_splits": images("near_cross_split"),
+        "exact_across_splits": images("exact_cross_split"),
         "cross_source_images": images("near_cross_source"),
+        "flagged_images": int(flag.sum()),
         "near_pairs": near_pairs["total"],
         "exact_pairs": exact_pairs["total"],
+        "train_test_pairs": near_pairs["train_test"],
         "cross_dataset_pairs": near_pairs["cross_dataset"],
         "cross_source_pairs": near_pairs["cross_source"],
-        "train_test_pairs": near_pairs["train_test"],
-        "flagged_images": int(flag.sum()),
+        "n_images": n,
+        "max_distance": r,
     }
     relations = ["within_split", "cross_split", "train_test", "cross_dataset", "cross_source"]
     image_key = {"within_split": "within_split", "cross_split": "cross_split", "train_test": "in_train",
@@ -567,13 +640,14 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     figures = {}
     examples = _example_rows(per, n_examples)
     roots = [ds.root for ds in datasets]
-    if len(examples):
+    if len(examples):  # n_examples=0: no figures (fast, e.g. in CI gates)
         figures["examples"] = _pairs_figure(f, examples, roots, r)
         figures["distances"] = _histogram_figure(per, r)
     info = {
         "max_distance": r, "train_split": train_split, "test_split": test_split,
-        "datasets": list(pd.unique(f["dataset"])), "distinct_hashes": int(len(unique)),
+        "datasets": list(pd.unique(f["dataset"])), "distinct_contents": int(n_nodes),
         "hash": "64-bit DCT pHash (datakit.hashing)", "search": "multi-index hashing (datakit.dedup)",
+        "verify": verify, "min_similarity": min_similarity, **info_verify,
         "examples": examples[["dataset", "id", "match_dataset", "match_id", "distance", "kind"]].to_dict("records"),
     }
     per = per.drop(columns=["_row", "_match", "_ds"])

@@ -15,8 +15,10 @@ the hypotenuse, and is *not* that color just beyond it. The corner score is
 straightness factor (each row's run of fill must shrink linearly, as along a
 straight edge; a round object touching the border fails). A rotation about
 the center leaves congruent triangles in opposite corners, so each diagonal
-scores its weaker corner when the two triangles' legs match, and the image
-score is the mean of the two diagonals.
+scores its weaker corner when the two triangles' legs match (half its stronger
+corner otherwise), and the image score is the mean of the two diagonals: four
+clean corners score about 1, three about 0.75, one diagonal 0.5. Images at or
+above ``threshold`` (default 0.6: at least three corners) are flagged.
 Flips leave no trace in the pixels and are not detected.
 """
 from __future__ import annotations
@@ -119,9 +121,10 @@ def rotation_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04
 
     A rotation about the image center leaves congruent triangles in opposite
     corners (top-left / bottom-right, top-right / bottom-left). Each diagonal
-    scores its weaker corner, counted only when the two triangles' legs agree
-    (within 25% + 2 pixels); the image score is the mean of the two diagonals
-    (one clean diagonal alone gives 0.5).
+    scores its weaker corner when the two triangles' legs agree (within 25% + 2
+    pixels), or half its stronger corner (the fill can merge with same-colored
+    content at one corner); the image score is the mean of the two diagonals.
+    Four clean corners score about 1, three about 0.75, one diagonal alone 0.5.
 
     Parameters
     ----------
@@ -139,7 +142,9 @@ def rotation_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04
         for c1, c2 in ((0, 3), (1, 2)):
             l1, l2 = legs[:, c1].astype(float), legs[:, c2].astype(float)
             agree = (np.abs(l1 - l2) <= 0.25 * np.maximum(l1, l2) + 2).all(axis=1)
-            pairs.append(np.where(agree, np.minimum(cs[:, c1], cs[:, c2]), 0.0))
+            both = np.where(agree, np.minimum(cs[:, c1], cs[:, c2]), 0.0)
+            # half credit for a lone triangle: the fill can merge with same-colored content at one corner
+            pairs.append(np.maximum(both, 0.5 * np.maximum(cs[:, c1], cs[:, c2])))
         scores.append((pairs[0] + pairs[1]) / 2)
         corners.append(cs)
     if not scores:
@@ -149,7 +154,7 @@ def rotation_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04
 
 @register_audit(NAME)
 def orientation_artifacts(
-    datasets: Sequence[Dataset], *, threshold: float = 0.5, tol: float = 0.06, size_cap: int = 128,
+    datasets: Sequence[Dataset], *, threshold: float = 0.6, tol: float = 0.06, size_cap: int = 128,
     max_examples: int = 16, group_by: str = "auto", class_map: Mapping[str, Mapping[str, str]] | None = None,
 ) -> AuditResult:
     """Flag images with rotation corners; fraction flagged per dataset and class.
@@ -158,7 +163,7 @@ def orientation_artifacts(
     ----------
     datasets : sequence of Dataset
     threshold : float
-        Images scoring at or above this are flagged.
+        Images scoring at or above this are flagged (0.6: three or four rotation corners).
     tol : float
         Fill-color tolerance per channel (0-1).
     size_cap : int
@@ -212,7 +217,9 @@ def orientation_artifacts(
     examples.sort(key=lambda e: -e[0])
     if examples:
         figures["flagged_examples"] = _examples_figure(examples[:max_examples])
-    info = {"threshold": threshold, "tol": tol, "method": __doc__.split("\n\n")[2].replace("\n", " "),
+    info = {"threshold": threshold, "tol": tol,
+            "method": "constant-color triangles with straight edges in opposite corners, as left by rotating a "
+                      "photo inside its frame; flips leave no trace and are not detected",
             "notes": notes}
     return AuditResult(NAME, summary=summary, per_image=per_image, tables={"per_class": per_class},
                        figures=figures, info=info, notes=notes)

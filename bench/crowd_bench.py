@@ -44,23 +44,29 @@ def _labels() -> np.ndarray:
 
 
 def e_pool() -> tuple[pd.DataFrame, pd.Series] | None:
-    """E's candidate pool, when it is there and joins to its ground truth."""
+    """E's candidate pool, when it is there and joins to its ground truth.
+
+    Every (synset, image) row is one yes/no question, keyed ``<synset>:<id>``:
+    an image found for two synsets is asked about for both (as in ImageNet).
+    """
     cand = ROOT / "demo" / "fashion_candidates" / "candidates.parquet"
     gt = ROOT / "demo" / "fashion_pool" / "ground_truth.csv"
     if not (cand.exists() and gt.exists()):
         return None
-    c = pd.read_parquet(cand)
+    c = pd.read_parquet(cand, columns=["synset", "id"])
     g = pd.read_csv(gt, dtype=str)
-    label_col = next((k for k in ("label", "class", "true_label", "synset") if k in g.columns), None)
-    for key in ("id", "path", "source_ref", "file", "name"):
-        if key in g.columns and label_col and key in c.columns:
-            truth_by_key = dict(zip(g[key], g[label_col]))
-            true = c[key].map(truth_by_key)
-            if true.notna().mean() > 0.9:
-                frame = pd.DataFrame({"id": c["id"].astype(str), "label": c["synset"].astype(str)})
-                frame = frame.assign(true=true.astype(str).to_numpy()).drop_duplicates("id")
-                return frame[["id", "label"]], pd.Series(frame["true"].to_numpy(), index=frame["id"])
-    return None
+    if not {"id", "true_label"} <= set(g.columns):
+        return None
+    true = c["id"].astype(str).map(dict(zip(g["id"], g["true_label"])))
+    if true.isna().mean() > 0.01:
+        return None
+    keep = true.notna()
+    c, true = c[keep], true[keep]
+    key = c["synset"].astype(str) + ":" + c["id"].astype(str)
+    pool = pd.DataFrame({"id": key.to_numpy(), "label": c["synset"].astype(str).to_numpy(),
+                         "image": c["id"].astype(str).to_numpy()}).drop_duplicates("id")
+    truth = pd.Series(true.to_numpy(), index=key.to_numpy())
+    return pool, truth[~truth.index.duplicated()]
 
 
 def fashion_pool(per_class: int, noise: int, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
@@ -77,7 +83,7 @@ def fashion_pool(per_class: int, noise: int, seed: int = 0) -> tuple[pd.DataFram
         used[others] = True
         rows += [(f"fm{i:05d}", CLASSES[c], CLASSES[y[i]]) for i in members + others]
     frame = pd.DataFrame(rows, columns=["id", "label", "true"])
-    return frame[["id", "label"]], pd.Series(frame["true"].to_numpy(), index=frame["id"])
+    return frame[["id", "label"]].assign(image=frame["id"]), pd.Series(frame["true"].to_numpy(), index=frame["id"])
 
 
 def md(frame: pd.DataFrame) -> str:
@@ -110,11 +116,13 @@ def bench_aggregation(pool, true_class, seeds) -> pd.DataFrame:
             prec, rec = precision_recall(labels.index[labels == "yes"], truth[labels.index] == "yes")
             rows.append({"seed": seed, "method": name, "accuracy": acc, "precision": prec, "recall": rec,
                          "fit_s": secs})
-    # multiclass "pick the class" on the true members, same crowd mix
-    items = true_class[true_class.index.isin(pool["id"])]
+    # multiclass "pick the class", one question per distinct image, same crowd mix
+    first = pool.drop_duplicates("image")
+    items = pd.Series(true_class[first["id"]].to_numpy(), index=first["image"].to_numpy())
+    choices = sorted(set(items))
     for seed in seeds:
         crowd = SimulatedCrowd(n_workers=50, accuracy=(0.7, 0.95), spammer_share=0.2, seed=seed)
-        votes = crowd.annotate(items, CLASSES, votes_per_item=5)
+        votes = crowd.annotate(items, choices, votes_per_item=5)
         for name, model in (("majority_vote", MajorityVote()), ("dawid_skene", DawidSkene()),
                             ("one_coin", OneCoinDawidSkene())):
             t0 = time.perf_counter()
@@ -162,14 +170,15 @@ def main() -> None:
     found = e_pool()
     if found is not None:
         pool, true_class = found
-        origin = "engineer E's demo/fashion_candidates (ground truth from demo/fashion_pool/ground_truth.csv)"
+        origin = "engineer E's demo/fashion_candidates (truth: true_label of demo/fashion_pool/ground_truth.csv)"
     else:
         pool, true_class = fashion_pool(args.per_class, args.noise)
         origin = (f"built from {FASHION} t10k: {args.per_class} members + {args.noise} other-class images per class "
                   "(E's demo pool not found)")
     seeds = list(range(args.seeds))
     n_pos = int((true_class[pool["id"]].to_numpy() == pool["label"].to_numpy()).sum())
-    print(f"pool: {origin}; {len(pool)} candidates, {n_pos} correct ({n_pos / len(pool):.1%}); seeds {seeds}\n")
+    print(f"pool: {origin}; {len(pool)} candidate rows ({pool['image'].nunique()} distinct images), {n_pos} correct "
+          f"({n_pos / len(pool):.1%}); seeds {seeds}\n")
 
     agg = bench_aggregation(pool, true_class, seeds)
     summary = agg.groupby("method", sort=False).agg(accuracy_mean=("accuracy", "mean"), accuracy_min=("accuracy", "min"),

@@ -49,7 +49,9 @@ SHARED = Path(os.environ.get("DATAKIT_SHARED_DATA", ROOT.parent / "shared" / "da
 def real_hashes(limit: int) -> tuple[np.ndarray, str]:
     """pHashes of MNIST test digits and of their JPEG q75 re-encodings."""
     path = SHARED / "mnist" / "t10k-images-idx3-ubyte.gz"
-    if not path.exists() or limit <= 0:
+    if limit <= 0:
+        return np.zeros(0, np.uint64), "no real hashes (--real 0)"
+    if not path.exists():
         return np.zeros(0, np.uint64), f"no real hashes ({path} not found)"
     from PIL import Image
 

@@ -129,7 +129,8 @@ def main() -> None:
         "",
         f"Candidates: {len(cand)} rows, {cand['id'].nunique()} unique images, "
         f"{int(cand['ambiguous'].sum())} rows ambiguous (image found for 2+ synsets); "
-        f"{len(rejected)} rejected ({', '.join(f'{k} {v}' for k, v in rejected['reason'].value_counts().items())}).",
+        f"{len(rejected)} rejected"
+        + (f" ({', '.join(f'{k} {v}' for k, v in rejected['reason'].value_counts().items())})." if len(rejected) else "."),
         f"Queries: {run_info['counts']['queries']}.",
         "",
         "Precision of the raw candidates per synset (correct = the image's true Fashion-MNIST class maps to the "

@@ -21,6 +21,7 @@ uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import functools
@@ -41,7 +42,8 @@ import pandas as pd
 
 from datakit.errors import DatakitError, ImageRejected, RecipeError
 from datakit.recipe import Recipe, SourceSpec, _make_normalizer, load_recipe, resolve_data_root
-from datakit.store.atomic import atomic_write_json, atomic_write_parquet
+from datakit.sources.base import SourceItem
+from datakit.store.atomic import _UMASK, atomic_write_json, atomic_write_parquet
 from datakit.store.images import ImageStore, content_id, encode_png
 from datakit.store.manifest import MANIFEST_COLUMNS, REJECTED_COLUMNS, conform
 from datakit.store.splits import SPLIT_ORDER, assign_splits, split_counts
@@ -212,6 +214,7 @@ def _put_image(store_root: str, data: bytes) -> tuple[str, str]:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp creates 0600
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
             os.replace(tmp, target)
@@ -221,7 +224,7 @@ def _put_image(store_root: str, data: bytes) -> tuple[str, str]:
     return image_id, rel
 
 
-def process_item(item, *, normalizer: Callable, label_map: dict | None, store_root: str) -> dict:
+def process_item(item: SourceItem, *, normalizer: Callable, label_map: dict | None, store_root: str) -> dict:
     """Decode, normalize, store and hash one :class:`~datakit.sources.SourceItem`.
 
     Module-level and picklable (with :func:`functools.partial`), so it runs on
@@ -611,6 +614,32 @@ def build_dataset(recipe: str | os.PathLike | Recipe, out: str | os.PathLike, *,
                            skipped_sources=dict(plan.skipped), seconds=time.perf_counter() - t0,
                            up_to_date=True, summary=_summary_frame(plan, previous), info=previous)
     out.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out):
+        return _run_build(plan, out, t0, workers=workers, scheduler=scheduler, progress=progress,
+                          chunk_size=chunk_size, batch_size=batch_size, on_total=on_total)
+
+
+@contextlib.contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """One build at a time per output directory (the lock dies with its process, even on SIGKILL)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(out / ".build.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise DatakitError(f"Another build is writing to {out} right now; wait for it to finish.") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, progress, chunk_size, batch_size,
+               on_total) -> BuildResult:
     staging = _Staging(out, plan.key, chunk_size)
     lengths = {}
     for spec, source in plan.sources:

@@ -6,11 +6,14 @@ in pure numpy:
 
 * The 64 bits are cut into ``m`` disjoint blocks. If two hashes differ in at
   most ``r`` bits, then by the pigeonhole principle some block differs in at most
-  ``s = r // m`` bits.
-* For each block, a direct-addressed table (counts + CSR offsets over the
-  ``2**width`` block values) lists the hashes holding each value. Every hash
-  looks up the values within ``s`` bits of its own block (``1 + w + w(w-1)/2``
-  values for ``s = 2``), vectorised and chunked so memory stays bounded.
+  ``s = r // m`` bits (sharper: with ``r = s m + a``, one of the first ``a + 1``
+  blocks is within ``s`` or one of the others within ``s - 1``, so ``r = 6``
+  searches one 22-bit block at radius 2 and two at radius 1).
+* For each block, a direct-addressed table (an occupancy bitmap and packed
+  CSR start/count over the ``2**width`` block values) lists the hashes holding
+  each value. Every hash looks up the values within ``s`` bits of its own
+  block (``1 + w + w(w-1)/2`` values for ``s = 2``), vectorised and chunked so
+  memory stays bounded (about 230 MiB for a million hashes at ``r = 8``).
 * Every candidate pair is verified with a vectorised popcount of the XOR, and a
   pair that several blocks find is kept only from the first one (so no global
   ``unique`` over the candidates is needed).
@@ -18,10 +21,12 @@ in pure numpy:
   value is the smaller (a flip mask whose top bit is 0 in the query), which
   halves the lookups.
 
-``m`` is chosen per call from a cost model (``m = 3``, ``s = 2`` for ``r = 8``
-and a million hashes); when the model says the quadratic scan is cheaper (tiny
-inputs, very large ``r``) a chunked brute force is used. Both give the same
-answer.
+``m`` is chosen per call from a cost model (``m = 3`` blocks of 22, 21 and 21
+bits, radius 2 in each, for ``r = 8`` and a million hashes); when the model
+says the quadratic scan is cheaper (tiny inputs, or ``r`` above about 20, where
+almost every pair is a candidate) a chunked brute force is used. Both give the
+same answer. With the block width capped at 24 bits, the candidate term grows
+as ``n**2 / 2**22``: fine to a few million hashes at ``r = 8``.
 
 Examples
 --------
@@ -63,7 +68,7 @@ logger = logging.getLogger(__name__)
 #: Largest supported search radius (bits out of 64).
 MAX_DISTANCE = 32
 
-#: Widest block (bits) a direct-addressed table may have: 2**24 int64 offsets = 128 MiB.
+#: Widest block (bits) a direct-addressed table may have: 2**24 int64 spans = 128 MiB.
 _MAX_TABLE_BITS = 24
 #: Target number of looked-up keys (or brute-force cells) per vectorised chunk.
 _CHUNK = 1 << 21
@@ -71,7 +76,7 @@ _CHUNK = 1 << 21
 _LOOKUP_CHUNK = 1 << 18
 
 # Relative per-element costs for the planner (measured roughly on numpy 2.x).
-_COST_LOOKUP = 4.0  # one key: xor, two offset gathers, compare
+_COST_LOOKUP = 4.0  # one key: xor, bitmap gather, nonzero
 _COST_CANDIDATE = 4.0  # one candidate: expand, gather, xor, popcount
 _COST_BRUTE = 1.0  # one cell of the brute-force scan
 _COST_TABLE = 1.0  # one table bucket (bincount + cumsum)
@@ -144,25 +149,41 @@ def _blocks(m: int) -> list[tuple[int, int]]:
     return out
 
 
-def _plan(n_db: int, n_query: int, radius: int, self_join: bool) -> tuple[list[tuple[int, int]], int] | None:
-    """Choose blocks and sub-radius minimising the estimated cost; None = brute force."""
+def _block_radii(radius: int, m: int) -> list[int]:
+    """Per-block search radii for ``m`` blocks (Norouzi et al. 2012, Proposition 1).
+
+    With ``radius = s * m + a`` (``0 <= a < m``), two hashes within ``radius``
+    agree to within ``s`` bits on one of the first ``a + 1`` blocks or to within
+    ``s - 1`` bits on one of the others (else they would differ in at least
+    ``(a + 1)(s + 1) + (m - a - 1) s = radius + 1`` bits). A radius of -1 means
+    the block need not be searched.
+    """
+    s, a = divmod(radius, m)
+    return [s] * (a + 1) + [s - 1] * (m - a - 1)
+
+
+def _plan(n_db: int, n_query: int, radius: int, self_join: bool
+          ) -> tuple[list[tuple[int, int]], list[int]] | None:
+    """Choose blocks and per-block radii minimising the estimated cost; None = brute force."""
     pairs = n_query * (n_db - 1) / 2 if self_join else n_query * n_db
     best, best_cost = None, _COST_BRUTE * pairs
     for m in range(1, 65):
         blocks = _blocks(m)
         if blocks[0][1] > _MAX_TABLE_BITS:
             continue
-        s = radius // m
-        if s > 3:  # the flip-mask enumeration grows too fast; more blocks are cheaper
+        radii = _block_radii(radius, m)
+        if radii[0] > 3:  # the flip-mask enumeration grows too fast; more blocks are cheaper
             continue
         cost = 0.0
-        for _, w in blocks:
+        for (_, w), s in zip(blocks, radii):
+            if s < 0:
+                continue
             ball = _ball(w, s)
             lookups = n_query * ball * (0.5 if self_join else 1.0)
             cands = lookups * n_db / 2.0**w
             cost += _COST_LOOKUP * lookups + _COST_CANDIDATE * cands + _COST_TABLE * 2.0**w + 2.0 * n_db
         if cost < best_cost:
-            best, best_cost = (blocks, s), cost
+            best, best_cost = (blocks, radii), cost
     return best
 
 
@@ -211,14 +232,19 @@ def _masks_by_top_bit(width: int, radius: int) -> list[tuple[int, np.ndarray]]:
     return out
 
 
-def _expand(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Concatenate ``arange(start, start + count)`` for each row (CSR expansion)."""
-    total = int(counts.sum())
+def _expand(starts: np.ndarray, counts: np.ndarray, ends: np.ndarray | None = None) -> np.ndarray:
+    """Concatenate ``arange(start, start + count)`` for each row (CSR expansion).
+
+    ``ends`` is ``np.cumsum(counts)`` when the caller has it already.
+    """
+    if ends is None:
+        ends = np.cumsum(counts)
+    total = int(ends[-1]) if len(ends) else 0
     if total == 0:
         return np.zeros(0, dtype=np.intp)
-    ends = np.cumsum(counts)
     base = np.repeat(starts - (ends - counts), counts)
-    return base + np.arange(total, dtype=np.intp)
+    base += np.arange(total, dtype=np.intp)
+    return base
 
 
 class _Search:
@@ -229,8 +255,8 @@ class _Search:
     call numpy routines that release the GIL, so threads run them in parallel.
     """
 
-    def __init__(self, query: np.ndarray, radius: int, sub_radius: int, tables: list[_Table], self_join: bool):
-        self.query, self.radius, self.sub_radius, self.tables = query, radius, sub_radius, tables
+    def __init__(self, query: np.ndarray, radius: int, radii: list[int], tables: list[_Table], self_join: bool):
+        self.query, self.radius, self.radii, self.tables = query, radius, radii, tables
         self.self_join = self_join
         self.qkeys = [t.keys if self_join else
                       ((query >> np.uint64(t.shift)) & np.uint64((1 << t.width) - 1)).astype(np.intp)
@@ -238,32 +264,41 @@ class _Search:
 
     def tasks(self) -> list[tuple]:
         out = []
-        for b, table in enumerate(self.tables):
+        for b, (table, s) in enumerate(zip(self.tables, self.radii)):
+            if s < 0:
+                continue
             if self.self_join:
                 out.append((b, "bucket", None))
-                if self.sub_radius:
-                    out += [(b, top, masks) for top, masks in _masks_by_top_bit(table.width, self.sub_radius)]
+                if s:
+                    out += [(b, top, masks) for top, masks in _masks_by_top_bit(table.width, s)]
             else:
                 masks = [np.array([0], dtype=np.intp)]
-                if self.sub_radius:
-                    masks += [m for _, m in _masks_by_top_bit(table.width, self.sub_radius)]
+                if s:
+                    masks += [m for _, m in _masks_by_top_bit(table.width, s)]
                 out.append((b, None, np.concatenate(masks)))
         # largest first, so two threads finish together
         return sorted(out, key=lambda t: -(len(t[2]) if t[2] is not None else 1))
 
-    def verify(self, i: np.ndarray, pos: np.ndarray, block: int, i_hashes: np.ndarray | None = None):
-        """Candidates: query rows ``i`` against positions ``pos`` of table ``block``."""
+    def verify(self, i, pos: np.ndarray, block: int, i_hashes: np.ndarray | None = None):
+        """Candidates: query rows ``i`` against positions ``pos`` of table ``block``.
+
+        ``i`` is an array of rows, or a function mapping the kept candidate
+        positions to rows (so only verified candidates pay for it); then
+        ``i_hashes`` holds each candidate's query hash.
+        """
         table = self.tables[block]
         xor = (self.query[i] if i_hashes is None else i_hashes) ^ table.sorted_hashes[pos]
         d = popcount64(xor)
         keep = np.flatnonzero(d <= self.radius)
         if not len(keep):
             return None
-        i, j, xor, d = i[keep], table.order[pos[keep]], xor[keep], d[keep]
+        i = i(keep) if callable(i) else i[keep]
+        j, xor, d = table.order[pos[keep]], xor[keep], d[keep]
         if block:
             first = np.ones(len(i), dtype=bool)
-            for earlier in self.tables[:block]:
-                first &= earlier.block_distance(xor) > self.sub_radius
+            for earlier, s in zip(self.tables[:block], self.radii[:block]):
+                if s >= 0:
+                    first &= earlier.block_distance(xor) > s
             i, j, d = i[first], j[first], d[first]
         return i, j, d
 
@@ -298,17 +333,25 @@ class _Search:
                 continue
             span = np.take(table.span, keys[hit])
             c = span >> _SPAN_SHIFT
-            pos = _expand(span & ((1 << _SPAN_SHIFT) - 1), c)
-            found.append(self.verify(np.repeat(qi[hit // n_masks], c), pos, b))
+            rows = qi[hit // n_masks]
+            ends = np.cumsum(c)
+            pos = _expand(span & ((1 << _SPAN_SHIFT) - 1), c, ends)
+
+            def rows_of(kept, rows=rows, ends=ends):  # candidate position -> its query row
+                return rows[np.searchsorted(ends, kept, side="right")]
+
+            found.append(self.verify(rows_of, pos, b, i_hashes=np.repeat(self.query[rows], c)))
         return [f for f in found if f is not None]
 
 
-def _search_tables(query: np.ndarray, db: np.ndarray, radius: int, blocks: list[tuple[int, int]], sub_radius: int,
+def _search_tables(query: np.ndarray, db: np.ndarray, radius: int, blocks: list[tuple[int, int]], radii: list[int],
                    self_join: bool, tables: list[_Table] | None = None, n_jobs: int = 1
                    ) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(radii, int):  # one radius for every block
+        radii = [radii] * len(blocks)
     if tables is None:
         tables = [_Table(db, shift, width) for shift, width in blocks]
-    search = _Search(query, radius, sub_radius, tables, self_join)
+    search = _Search(query, radius, radii, tables, self_join)
     tasks = search.tasks()
     if n_jobs > 1 and len(tasks) > 1:
         from concurrent.futures import ThreadPoolExecutor
@@ -318,7 +361,7 @@ def _search_tables(query: np.ndarray, db: np.ndarray, radius: int, blocks: list[
     else:
         results = [search.run(t) for t in tasks]
     found = [f for r in results for f in r]
-    logger.debug("multi-index search: %d blocks, sub-radius %d, %d tasks, %d pairs", len(tables), sub_radius,
+    logger.debug("multi-index search: %d blocks, radii %s, %d tasks, %d pairs", len(tables), radii,
                  len(tasks), sum(len(f[0]) for f in found))
     if not found:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
@@ -368,8 +411,8 @@ def _pairs(query: np.ndarray, db: np.ndarray, radius: int, self_join: bool, n_jo
     plan = _plan(len(db), len(query), radius, self_join)
     if plan is None:
         return _search_brute(query, db, radius, self_join)
-    blocks, sub_radius = plan
-    return _search_tables(query, db, radius, blocks, sub_radius, self_join, n_jobs=n_jobs)
+    blocks, radii = plan
+    return _search_tables(query, db, radius, blocks, radii, self_join, n_jobs=n_jobs)
 
 
 # ---------------------------------------------------------------------------
@@ -580,8 +623,8 @@ class HashIndex:
         The indexed hashes.
     blocks_ : list of (shift, width)
         Block layout (None when the index falls back to a brute-force scan).
-    sub_radius_ : int
-        Per-block search radius.
+    block_radii_ : list of int
+        Per-block search radius at the fitted ``max_distance``.
 
     Examples
     --------
@@ -604,9 +647,9 @@ class HashIndex:
         # Plan for a query batch as large as the index (a typical use).
         plan = _plan(len(self.hashes_), max(len(self.hashes_), 1), radius, self_join=False)
         if plan is None or len(self.hashes_) == 0:
-            self.blocks_, self.sub_radius_, self._tables = None, 0, []
+            self.blocks_, self.block_radii_, self._tables = None, [], []
         else:
-            self.blocks_, self.sub_radius_ = plan
+            self.blocks_, self.block_radii_ = plan
             self._tables = [_Table(self.hashes_, shift, width) for shift, width in self.blocks_]
         return self
 
@@ -642,9 +685,9 @@ class HashIndex:
         elif self.blocks_ is None:
             pairs, dist = _search_brute(query, self.hashes_, radius, self_join=False)
         else:
-            # A smaller radius keeps the fitted blocks; the sub-radius only shrinks.
-            sub = radius // len(self.blocks_)
-            pairs, dist = _search_tables(query, self.hashes_, radius, self.blocks_, sub, self_join=False,
+            # A smaller radius keeps the fitted blocks; the per-block radii only shrink.
+            radii = _block_radii(radius, len(self.blocks_))
+            pairs, dist = _search_tables(query, self.hashes_, radius, self.blocks_, radii, self_join=False,
                                          tables=self._tables, n_jobs=_check_jobs(self.n_jobs))
         return (pairs, dist) if return_distances else pairs
 

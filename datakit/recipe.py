@@ -133,7 +133,7 @@ class SplitSpec:
         the rest go to test.
     seed : int
     near_duplicate_distance : int
-        Images whose perceptual hashes differ in at most this many bits (0-64)
+        Images whose perceptual hashes differ in at most this many bits (0-32)
         form a group that always lands in one split.
     """
 
@@ -427,10 +427,15 @@ def _parse_splits(raw: Any, seed: int, origin: str | None) -> SplitSpec:
     if val_pc < 0:
         raise RecipeError(f"splits.val_per_class must be >= 0, got {val_pc!r}{_where(origin)}.")
     split_seed = _typed(raw.get("seed", seed), int, "splits.seed", origin, "an integer")
+    try:
+        from datakit.dedup import MAX_DISTANCE as max_dist
+    except ImportError:  # pragma: no cover
+        max_dist = 32
     dist = _typed(raw.get("near_duplicate_distance", 4), int, "splits.near_duplicate_distance", origin,
-                  "an integer between 0 and 64")
-    if not 0 <= dist <= 64:
-        raise RecipeError(f"splits.near_duplicate_distance must be between 0 and 64, got {dist!r}{_where(origin)}.")
+                  f"an integer between 0 and {max_dist}")
+    if not 0 <= dist <= max_dist:
+        raise RecipeError(f"splits.near_duplicate_distance must be between 0 and {max_dist} (bits of a 64-bit "
+                          f"perceptual hash), got {dist!r}{_where(origin)}.")
     return SplitSpec(strategy=strategy, fallback=fallback, train=fr["train"], val=fr["val"], test=fr["test"],
                      per_class=per_class, val_per_class=val_pc, seed=split_seed, near_duplicate_distance=dist)
 

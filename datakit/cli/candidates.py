@@ -43,7 +43,10 @@ Example:
 @click.option("--queries", "queries_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Use this queries.csv (from `datakit queries`, possibly edited) instead of expanding.")
 @click.option("--no-parent", is_flag=True, help="Do not add 'lemma + parent word' queries.")
-@click.option("--lang", "langs", multiple=True, help="OMW language for translated queries (repeatable).")
+@click.option("--lang", "langs", multiple=True,
+              help="OMW language for translated queries (repeatable; default cmn, spa, nld, ita; skipped with a "
+                   "note when no Open Multilingual Wordnet is installed).")
+@click.option("--no-translations", is_flag=True, help="Do not add translated queries.")
 @click.option("--match", "match", type=click.Choice(["all", "any"]), default="all", show_default=True,
               help="local backend: results must contain all query words, or any.")
 @click.option("--allow-private", is_flag=True,
@@ -64,7 +67,8 @@ Example:
               help="HTTP backends: response cache (default DIR/.http-cache).")
 @quiet_option
 @format_option
-def candidates(categories, source, out, per_synset, per_query, queries_file, no_parent, langs, match, allow_private,
+def candidates(categories, source, out, per_synset, per_query, queries_file, no_parent, langs, no_translations,
+               match, allow_private,
                max_bytes, min_size, timeout, workers, min_interval, retries, cache_dir, quiet, fmt):
     import pandas as pd
 
@@ -72,6 +76,7 @@ def candidates(categories, source, out, per_synset, per_query, queries_file, no_
     from datakit.sources.candidates import collect_candidates
     from datakit.sources.download import DownloadPolicy
     from datakit.sources.search import get_backend
+    from datakit.taxonomy.expand import DEFAULT_LANGS
     from datakit.taxonomy.select import read_categories
 
     kind = source.partition(":")[0]
@@ -85,7 +90,9 @@ def candidates(categories, source, out, per_synset, per_query, queries_file, no_
                             min_height=min_size)
     with progress_bar(None, "fetching", quiet) as bar:
         run = collect_candidates(frame, backend, out, per_synset=per_synset, per_query=per_query, queries=queries,
-                                 parent=not no_parent, langs=list(langs) or None, policy=policy, workers=workers,
+                                 parent=not no_parent,
+                                 langs=None if no_translations else (list(langs) or DEFAULT_LANGS),
+                                 policy=policy, workers=workers,
                                  progress=bar, on_total=bar.set_total)
     for note in run.notes:
         click.echo(f"note: {note}", err=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 import pandas as pd
 
-from datakit.cli._options import emit_table, format_option, quiet_option
+from datakit.cli._options import emit_table, format_option, progress_bar, quiet_option
 from datakit.errors import DatakitError
 
 __all__ = ["crowd"]
@@ -19,9 +19,9 @@ def _items(dataset: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     from datakit.crowd.tasks import load_items
 
     frame, categories = load_items(dataset)
-    if frame.attrs.get("ambiguous_dropped"):
-        click.echo(f"note: {frame.attrs['ambiguous_dropped']} images are candidates for more than one synset; "
-                   "each is asked about for its first synset only", err=True)
+    if frame.attrs.get("ambiguous"):
+        click.echo(f"note: {frame.attrs['ambiguous']} extra questions about images that are candidates for more "
+                   "than one synset (keyed <synset>:<id>)", err=True)
     return frame, categories
 
 
@@ -53,18 +53,24 @@ def _gold(dataset: str) -> pd.Series | None:
 
 
 class _CrowdGroup(click.Group):
-    """Bad input that the library reports as ValueError/TypeError becomes a clean message (exit 1)."""
+    """Bad input that the library reports as ValueError becomes a clean message (exit 1)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (DatakitError, ValueError, TypeError) as exc:
+        except (DatakitError, ValueError) as exc:
             raise click.ClickException(str(exc)) from None
 
 
 @click.group(cls=_CrowdGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def crowd() -> None:
     """Crowd tasks, aggregation, agreement, consensus, simulation."""
+
+
+def _next_round(previous: pd.DataFrame) -> str:
+    """``round<N>``: one more than the highest round tag among the existing task ids (the first round is 1)."""
+    rounds = previous["task"].str.extract(r"-round(\d+)-")[0].dropna().astype(int)
+    return f"round{int(rounds.max()) + 1 if len(rounds) else 2}"
 
 
 @crowd.command("tasks")
@@ -75,23 +81,53 @@ def crowd() -> None:
 @click.option("--gold", "gold_path", type=click.Path(exists=True, dir_okay=False),
               help="CSV id,answer of gold items (binary: yes/no; multiclass: the class id).")
 @click.option("--gold-per-task", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option("--needing-votes", is_flag=True,
+              help="Only the images that DATASET/consensus.parquet says need more votes (the next round).")
+@click.option("--tag", default="", help="Added to the task ids, e.g. r2 (default with --needing-votes: round<N>).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @format_option
-def tasks_cmd(dataset, kind, grid_size, gold_path, gold_per_task, seed, fmt) -> None:
-    """Make tasks for DATASET's images and write DATASET/tasks.parquet."""
-    from datakit.crowd.tasks import make_binary_tasks, make_multiclass_tasks, save_tasks
+def tasks_cmd(dataset, kind, grid_size, gold_path, gold_per_task, needing_votes, tag, seed, fmt) -> None:
+    """Make tasks for DATASET's images and write DATASET/tasks.parquet.
+
+    With --needing-votes the new tasks are added to the existing ones (new ids),
+    so the app and imports keep accepting votes for the earlier rounds.
+    """
+    from datakit.crowd.tasks import load_tasks, make_binary_tasks, make_multiclass_tasks, save_tasks
 
     frame, categories = _items(dataset)
+    all_items = frame
+    previous = None
+    if needing_votes:
+        path = Path(dataset) / "consensus.parquet"
+        if not path.exists():
+            raise DatakitError(f"{path} does not exist; run `datakit crowd consensus {dataset}` first")
+        plan = pd.read_parquet(path)
+        need = set(plan.loc[plan.get("more_votes", pd.Series(0, index=plan.index)) > 0, "item"].astype(str))
+        if not need:
+            raise DatakitError(f"no image in {path} needs more votes")
+        frame = frame[frame["id"].isin(need)]
+        if (Path(dataset) / "tasks.parquet").exists():
+            previous = load_tasks(dataset)
+            tag = tag or _next_round(previous)
     gold = _read_series(gold_path, "answer") if gold_path else None
+    if needing_votes and gold is not None:  # keep the gold items to mix in
+        frame = pd.concat([frame, all_items[all_items["id"].isin(gold.index) & ~all_items["id"].isin(frame["id"])]])
     if kind == "binary":
         tasks = make_binary_tasks(frame, grid_size=grid_size, gold=gold, gold_per_task=gold_per_task,
-                                  categories=categories, seed=seed)
+                                  categories=categories, tag=tag, seed=seed)
     else:
         classes = (categories["label"].astype(str).tolist() if categories is not None and "label" in categories
                    else sorted(frame["label"].dropna().astype(str).unique()))
         tasks = make_multiclass_tasks(frame, classes=classes, grid_size=grid_size, gold=gold,
-                                      gold_per_task=gold_per_task, seed=seed)
+                                      gold_per_task=gold_per_task, tag=tag, seed=seed)
+    new = tasks
+    if previous is not None:
+        clash = set(previous["task"]) & set(tasks["task"])
+        if clash:
+            raise DatakitError(f"task ids {sorted(clash)[:3]} already exist; choose another --tag")
+        tasks = pd.concat([previous, tasks], ignore_index=True)
     path = save_tasks(dataset, tasks)
+    tasks = new
     summary = pd.DataFrame([{"tasks": tasks["task"].nunique(), "rows": len(tasks),
                              "items": tasks.loc[tasks["gold"].isna(), "item"].nunique(),
                              "gold_items": tasks.loc[tasks["gold"].notna(), "item"].nunique(), "file": str(path)}])
@@ -114,7 +150,7 @@ def export_cmd(dataset, target, out, image_url) -> None:
     paths = dict(zip(frame["id"], frame["path"]))
     if target == "mturk":
         export_mturk(tasks, out, image_url=image_url, paths=paths)
-        click.echo(f"wrote {out}: {tasks['task'].nunique()} HITs")
+        click.echo(f"wrote {out}: {tasks['task'].nunique()} HITs; HIT layout {Path(out).with_suffix('.html')}")
     else:
         js, xml = export_labelstudio(tasks, out, image_url=image_url, paths=paths)
         click.echo(f"wrote {js}: {len(tasks)} Label Studio tasks; labeling config {xml}")
@@ -236,9 +272,16 @@ def frequency_cmd(dataset, out, fmt) -> None:
 @click.option("--spammers", type=click.FloatRange(0, 1), default=0.0, show_default=True, help="Share of spammers.")
 @click.option("--adversaries", type=click.FloatRange(0, 1), default=0.0, show_default=True)
 @click.option("--assignments", type=click.IntRange(min=1), default=3, show_default=True, help="Workers per task.")
+@click.option("--truth-column", default="label", show_default=True, help="Column of --truth with the true class.")
+@click.option("--all", "answer_all", is_flag=True, help="Answer every task, not only those without votes yet.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def simulate_cmd(dataset, truth_path, n_workers, accuracy, spammers, adversaries, assignments, seed) -> None:
-    """Answer DATASET's tasks with a simulated crowd; votes are added to annotations.parquet (batch 'simulated')."""
+def simulate_cmd(dataset, truth_path, n_workers, accuracy, spammers, adversaries, assignments, truth_column,
+                 answer_all, seed) -> None:
+    """Answer DATASET's tasks with a simulated crowd; votes are added to annotations.parquet (batch 'simulated').
+
+    By default only tasks that have no votes yet are answered (e.g. a new round
+    made with `datakit crowd tasks --needing-votes`).
+    """
     from datakit.crowd.simulate import SimulatedCrowd, truth_for_tasks
     from datakit.crowd.tasks import load_annotations, load_tasks, save_annotations
 
@@ -247,7 +290,12 @@ def simulate_cmd(dataset, truth_path, n_workers, accuracy, spammers, adversaries
     except ValueError:
         raise click.BadParameter(f"{accuracy!r} is not a number or LOW-HIGH", param_hint="--accuracy") from None
     tasks = load_tasks(dataset)
-    truth = truth_for_tasks(tasks, _read_series(truth_path, "label"))
+    if not answer_all:
+        answered = set(load_annotations(dataset)["hit"].dropna())
+        tasks = tasks[~tasks["task"].isin(answered)]
+        if tasks.empty:
+            raise DatakitError("every task already has votes; pass --all to answer them again")
+    truth = truth_for_tasks(tasks, _read_series(truth_path, truth_column))
     sim = SimulatedCrowd(n_workers=n_workers, accuracy=acc, spammer_share=spammers, adversary_share=adversaries,
                          seed=seed)
     votes = sim.answer_tasks(tasks, truth, assignments=assignments)
@@ -255,7 +303,7 @@ def simulate_cmd(dataset, truth_path, n_workers, accuracy, spammers, adversaries
     table = save_annotations(dataset, votes)
     kinds = sim.workers_["kind"].value_counts().to_dict()
     added = len(table) - before
-    click.echo(f"simulated {len(votes)} votes from {n_workers} workers {kinds}; {added} new "
+    click.echo(f"simulated {len(votes)} votes on {tasks['task'].nunique()} tasks from {n_workers} workers {kinds}; {added} new "
                f"({len(votes) - added} repeats of a worker on the same item ignored); "
                f"annotations.parquet now has {len(table)} votes")
 
@@ -274,12 +322,14 @@ def simulate_cmd(dataset, truth_path, n_workers, accuracy, spammers, adversaries
               help="Images per class in the fitted subset at least.")
 @click.option("--truth", "truth_path", type=click.Path(exists=True, dir_okay=False),
               help="simulate: CSV id,label with each item's true class.")
+@click.option("--truth-column", default="label", show_default=True, help="Column of --truth with the true class.")
 @click.option("--workers", "n_workers", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--items", "show_items", is_flag=True, help="Print one row per item instead of per class.")
 @format_option
 @quiet_option
-def consensus_cmd(dataset, source, threshold, initial_votes, max_votes, subset, min_subset, truth_path, n_workers, seed,
+def consensus_cmd(dataset, source, threshold, initial_votes, max_votes, subset, min_subset, truth_path, truth_column,
+                  n_workers, seed,
                   show_items, fmt, quiet) -> None:
     """ImageNet's adaptive consensus per class; writes DATASET/consensus.parquet.
 
@@ -301,11 +351,12 @@ def consensus_cmd(dataset, source, threshold, initial_votes, max_votes, subset, 
         if not truth_path:
             raise click.UsageError("--source simulate needs --truth CSV (id,label)")
         fake = items.assign(kind="binary")
-        truth = truth_for_tasks(fake, _read_series(truth_path, "label"))
+        truth = truth_for_tasks(fake, _read_series(truth_path, truth_column))
         items = items[items["item"].isin(truth.index)]
         oracle = SimulatedOracle(SimulatedCrowd(n_workers=n_workers, seed=seed), truth)
-        result = AdaptiveConsensus(threshold=threshold, initial_votes=initial_votes, max_votes=max_votes,
-                                   subset=subset, min_subset=min_subset, seed=seed).run(items, oracle)
+        with progress_bar(len(items), "consensus", quiet=quiet) as bar:
+            result = AdaptiveConsensus(threshold=threshold, initial_votes=initial_votes, max_votes=max_votes,
+                                       subset=subset, min_subset=min_subset, seed=seed).run(items, oracle, progress=bar)
         result["more_votes"] = 0
     else:
         if source == "app":

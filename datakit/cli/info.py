@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 import pandas as pd
@@ -11,7 +12,7 @@ from datakit.cli._options import emit_table, format_option
 __all__ = ["info"]
 
 
-def dataset_summary(path) -> dict:
+def dataset_summary(path: str | os.PathLike) -> dict:
     """Counts of a dataset directory: by split, by class and by source (plain data)."""
     from datakit import open_dataset
     from datakit.store.splits import split_counts

@@ -71,6 +71,7 @@ def summary(model_name: str, input_shape: str | None, num_classes: int | None, c
 
     MODELS.get(model_name)  # unknown names: error listing the valid ones
     cfg = parse_config(config)
+    shown_cfg = dict(cfg)
     lenet = model_name.startswith("lenet")
     if num_classes is None:
         num_classes = 10 if lenet else 1000
@@ -94,7 +95,7 @@ def summary(model_name: str, input_shape: str | None, num_classes: int | None, c
                                       "units": "# units", "connections": "# connections",
                                       "weights": "# parameters" if with_biases else "# weights"})
         click.echo(f"{model_name} on {'x'.join(map(str, shape))}, {num_classes} classes"
-                   + (f", {', '.join(f'{k}={v}' for k, v in cfg.items())}" if cfg else ""))
+                   + (f", {', '.join(f'{k}={v}' for k, v in shown_cfg.items())}" if shown_cfg else ""))
         emit_table(shown[[c for c in shown.columns if c != "Output"] + ["Output"]], "table")
     else:
         emit_table(frame, fmt)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import click
-import pandas as pd
 
 from datakit.cli._options import emit_table, format_option
 

@@ -34,6 +34,8 @@ def _bar_factory(quiet: bool):
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--augment", default="none", show_default=True, metavar="none|shift|shift:N",
+              help="Random translations of ±2 (or N) pixels per image, applied to uint8 batches on the device.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: CUDA when available (mixed precision), else CPU.")
 @click.option("-c", "--config", "config", multiple=True, metavar="KEY=VALUE",
@@ -51,9 +53,9 @@ def _bar_factory(quiet: bool):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @quiet_option
 @format_option
-def train(dataset, model_name, epochs, batch_size, lr, optimizer, schedule, weight_decay, seed, device, config,
+def train(dataset, model_name, epochs, batch_size, lr, optimizer, schedule, weight_decay, seed, augment, device, config,
           eval_split, data_mode, workers, threads, out, resume, quiet, fmt) -> None:
-    from datakit.train.run import train_dataset
+    from datakit.train.run import train_dataset as _run_train
 
     if threads is not None:
         import torch
@@ -62,11 +64,14 @@ def train(dataset, model_name, epochs, batch_size, lr, optimizer, schedule, weig
 
     if out is None:
         out = Path("runs") / f"{Path(dataset).resolve().name}-{model_name}"
-    result = train_dataset(dataset, model_name, out=out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                           device=device, resume=resume, optimizer=optimizer, schedule=schedule,
-                           weight_decay=weight_decay, model_config=parse_config(config),
-                           eval_split=None if eval_split == "none" else eval_split, data_mode=data_mode,
-                           workers=workers, progress=_bar_factory(quiet))
+    try:
+        result = _run_train(dataset, model_name, out=out, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                            device=device, resume=resume, optimizer=optimizer, schedule=schedule,
+                            weight_decay=weight_decay, model_config=parse_config(config),
+                            eval_split=None if eval_split == "none" else eval_split, data_mode=data_mode,
+                            workers=workers, progress=_bar_factory(quiet), augment=augment)
+    except ValueError as exc:  # bad option values (lr <= 0, --augment, model options)
+        raise click.ClickException(str(exc)) from None
     if result.rank != 0:
         return
     doc = json.loads(result.metrics_path.read_text())

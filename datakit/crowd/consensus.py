@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 import pandas as pd
@@ -198,7 +198,8 @@ class AdaptiveConsensus:
             return "rejected"
         return None
 
-    def run(self, items: pd.DataFrame, oracle: VoteOracle) -> pd.DataFrame:
+    def run(self, items: pd.DataFrame, oracle: VoteOracle,
+            progress: Callable[[int], None] | None = None) -> pd.DataFrame:
         """Collect votes from ``oracle`` until every item is decided or capped.
 
         Parameters
@@ -206,6 +207,8 @@ class AdaptiveConsensus:
         items : DataFrame
             ``item`` (id) and ``question`` (the class the item is a candidate for).
         oracle : object with ``ask(item) -> "yes" | "no" | None``
+        progress : callable, optional
+            Called with ``n`` after every ``n`` items are decided (e.g. a progress bar).
 
         Returns
         -------
@@ -252,6 +255,8 @@ class AdaptiveConsensus:
             for item in ids:
                 y, n = counts[item]
                 rows.append(self._row(item, question, phase[item], y, n, model))
+            if progress is not None:
+                progress(len(ids))
         self.results_ = pd.DataFrame(rows, columns=CONSENSUS_COLUMNS)
         return self.results_
 

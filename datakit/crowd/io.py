@@ -33,7 +33,7 @@ from datakit.errors import DatakitError
 from datakit.store.atomic import atomic_write_json, atomic_write_text
 
 __all__ = ["ImportResult", "export_mturk", "import_mturk", "export_labelstudio", "import_labelstudio",
-           "labelstudio_config"]
+           "labelstudio_config", "mturk_layout"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def export_mturk(tasks: pd.DataFrame, path: str | os.PathLike, *, image_url: str
 
     Returns
     -------
-    The path written.
+    The path written. The matching HIT layout (:func:`mturk_layout`) goes
+    next to it, with the suffix ``.html``.
     """
     index = _task_index(tasks)
     paths = paths or {}
@@ -104,7 +105,37 @@ def export_mturk(tasks: pd.DataFrame, path: str | os.PathLike, *, image_url: str
         urls = [_url(image_url, i, paths) if i else "" for i in items]
         writer.writerow([task, t["kind"], t["question"], t["name"], t["gloss"], len(t["items"])] + items + urls)
     atomic_write_text(path, buf.getvalue())
+    atomic_write_text(Path(path).with_suffix(".html"), mturk_layout(tasks))
     return Path(path)
+
+
+def mturk_layout(tasks: pd.DataFrame) -> str:
+    """An HTML HIT layout for the batch CSV of :func:`export_mturk`.
+
+    One radio group per grid cell, named ``item_<j>``, so the results file has
+    ``Answer.item_<j>`` columns; cells of shorter grids are hidden when their
+    ``${image_url_<j>}`` is empty. Paste it into the requester UI's layout editor.
+    """
+    kinds = set(tasks["kind"])
+    width = int(tasks.groupby("task").size().max()) if len(tasks) else 0
+    if kinds == {"multiclass"}:
+        choices = task_choices("multiclass", str(tasks["question"].iloc[0]))
+        header = "<p>Pick the class of each image.</p>"
+    else:
+        choices = ["yes", "no"]
+        header = "<p><b>Which of these images contain a ${question_name}?</b> ${gloss}</p>"
+    cells = []
+    for j in range(1, width + 1):
+        radios = " ".join(f'<label><input type="radio" name="item_{j}" value="{escape(c)}" required> {escape(c)}</label>'
+                          for c in choices)
+        cells.append(f'  <div class="cell" data-url="${{image_url_{j}}}"><img src="${{image_url_{j}}}" alt="">'
+                     f"<br>{radios}</div>")
+    return ('<script src="https://assets.crowd.aws/crowd-html-elements.js"></script>\n<crowd-form>\n'
+            f"{header}\n<style>.cell{{display:inline-block;margin:4px;text-align:center}}"
+            ".cell img{width:112px;image-rendering:pixelated}</style>\n<div>\n" + "\n".join(cells) +
+            "\n</div>\n<script>document.querySelectorAll('.cell').forEach(function(c){if(!c.dataset.url){"
+            "c.style.display='none';c.querySelectorAll('input').forEach(function(i){i.required=false;});}});"
+            "</script>\n</crowd-form>\n")
 
 
 def _epoch(value) -> float:

@@ -151,7 +151,7 @@ def truth_for_tasks(tasks: pd.DataFrame, true_class: pd.Series) -> pd.Series:
     tasks : DataFrame
         :data:`~datakit.crowd.tasks.TASK_COLUMNS`.
     true_class : Series
-        True class id per item id.
+        True class id per item id (an item keyed ``<synset>:<id>`` is looked up by ``id``).
 
     Returns
     -------
@@ -163,8 +163,9 @@ def truth_for_tasks(tasks: pd.DataFrame, true_class: pd.Series) -> pd.Series:
     true_class.index = true_class.index.astype(str)
     out = {}
     for item, kind, question in zip(tasks["item"].astype(str), tasks["kind"], tasks["question"]):
-        if item not in true_class.index:
+        key = item if item in true_class.index else item.rpartition(":")[2]
+        if key not in true_class.index:
             continue
-        c = true_class[item]
+        c = true_class[key]
         out[item] = ("yes" if c == str(question) else "no") if kind == "binary" else c
     return pd.Series(out, name="truth", dtype=object)

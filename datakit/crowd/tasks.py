@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -77,13 +78,23 @@ def _normalize_binary(value) -> str:
     raise ValueError(f"binary gold answer {value!r} is not one of {{yes, no, True, False, 1, 0}}")
 
 
+_SYNSET_NAME = re.compile(r"^[\w'-]+\.[nvars]\.\d\d$")
+
+
 def _lookup(mapping: Mapping | pd.DataFrame | None, label: str, column: str) -> str:
     if mapping is None:
         return label if column == "name" else ""
     if isinstance(mapping, pd.DataFrame):
         rows = mapping[mapping["label"].astype(str) == label]
-        if len(rows) and column in rows and pd.notna(rows[column].iloc[0]):
-            return str(rows[column].iloc[0])
+        if not len(rows):
+            return label if column == "name" else ""
+        row = rows.iloc[0]
+        value = row.get(column)
+        if column == "name" and "lemmas" in row and pd.notna(row["lemmas"]) and (
+                pd.isna(value) or _SYNSET_NAME.match(str(value))):
+            return str(row["lemmas"]).split("|")[0].replace("_", " ")  # "jersey.n.03" -> "jersey"
+        if pd.notna(value):
+            return str(value)
         return label if column == "name" else ""
     return str(mapping.get(label, label if column == "name" else ""))
 
@@ -104,7 +115,8 @@ def _grids(items: list[str], gold_pool: list[str], gold_answer: Mapping[str, str
 
 def make_binary_tasks(manifest: pd.DataFrame, *, grid_size: int = 48, gold: pd.Series | None = None,
                       gold_per_task: int = 4, label_column: str = "label",
-                      categories: pd.DataFrame | Mapping | None = None, seed: int = 0) -> pd.DataFrame:
+                      categories: pd.DataFrame | Mapping | None = None, tag: str = "",
+                      seed: int = 0) -> pd.DataFrame:
     """ImageNet-style verification grids, one class per task, gold items mixed in.
 
     Parameters
@@ -124,6 +136,9 @@ def make_binary_tasks(manifest: pd.DataFrame, *, grid_size: int = 48, gold: pd.S
     categories : DataFrame or mapping, optional
         ``categories.csv`` (columns ``label``, ``name``, ``gloss``) or a mapping
         label -> name, for the question text.
+    tag : str
+        Added to every task id (``<label>-<tag>-0000``), so a later round of tasks
+        (e.g. for the images consensus says need more votes) gets new ids.
     seed : int
         Seeds the shuffles and gold draws.
 
@@ -156,13 +171,14 @@ def make_binary_tasks(manifest: pd.DataFrame, *, grid_size: int = 48, gold: pd.S
         name, gloss = _lookup(categories, label, "name"), _lookup(categories, label, "gloss")
         for k, grid in enumerate(_grids(items, gold_pool, gold_answer, grid_size, gold_per_task, rng)):
             for pos, (item, answer) in enumerate(grid):
-                rows.append((f"{label}-{k:04d}", "binary", label, name, gloss, pos, item, answer))
+                rows.append((f"{label}-{tag + '-' if tag else ''}{k:04d}", "binary", label, name, gloss, pos, item,
+                             answer))
     return pd.DataFrame(rows, columns=TASK_COLUMNS).astype({"position": "int64"})
 
 
 def make_multiclass_tasks(manifest: pd.DataFrame, *, classes: list[str], grid_size: int = 20,
                           gold: pd.Series | None = None, gold_per_task: int = 2,
-                          seed: int = 0) -> pd.DataFrame:
+                          tag: str = "", seed: int = 0) -> pd.DataFrame:
     """"Pick the class" tasks: grids of items, each answered with one of ``classes``.
 
     Parameters
@@ -173,6 +189,8 @@ def make_multiclass_tasks(manifest: pd.DataFrame, *, classes: list[str], grid_si
         The answer choices (stored in ``question`` as ``"|"``-joined ids).
     gold : Series, optional
         Known class ids indexed by ``id``; must be among ``classes``.
+    tag : str
+        Added to every task id (``mc-<tag>-0000``).
 
     Returns
     -------
@@ -196,7 +214,7 @@ def make_multiclass_tasks(manifest: pd.DataFrame, *, classes: list[str], grid_si
     rows = []
     for k, grid in enumerate(_grids(items, gold_pool, gold_answer, grid_size, gold_per_task, rng)):
         for pos, (item, answer) in enumerate(grid):
-            rows.append((f"mc-{k:04d}", "multiclass", question, "", "", pos, item, answer))
+            rows.append((f"mc-{tag + '-' if tag else ''}{k:04d}", "multiclass", question, "", "", pos, item, answer))
     return pd.DataFrame(rows, columns=TASK_COLUMNS).astype({"position": "int64"})
 
 
@@ -205,13 +223,15 @@ def load_items(root: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame | No
 
     Reads ``manifest.parquet`` (a dataset built by ``datakit build``) or else
     ``candidates.parquet`` (``datakit candidates``; its ``synset`` is the
-    class asked about). An image that is a candidate for several synsets is
-    asked about for the first one only (annotations are keyed by image id);
-    such rows are counted in ``frame.attrs["ambiguous_dropped"]``.
+    class asked about). Items are keyed by image id; an image that is a
+    candidate for several synsets is asked about for each of them, the first
+    under its id and the others under ``<synset>:<id>`` (counted in
+    ``frame.attrs["ambiguous"]``).
 
     Returns
     -------
-    (frame, categories) : DataFrame with ``id, label, path``; ``categories.csv`` or None.
+    (frame, categories) : DataFrame with ``id`` (item key), ``label``, ``path``;
+    ``categories.csv`` or None.
     """
     root = Path(root)
     categories = pd.read_csv(root / "categories.csv", dtype=str) if (root / "categories.csv").exists() else None
@@ -226,12 +246,10 @@ def load_items(root: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame | No
     else:
         raise DatakitError(f"{root} has neither manifest.parquet (a dataset) nor candidates.parquet (candidates); "
                            "make one with `datakit build` or `datakit candidates`.")
-    before = len(frame)
-    frame = frame.drop_duplicates("id", keep="first").reset_index(drop=True)
-    frame.attrs["ambiguous_dropped"] = before - len(frame)
-    if before > len(frame):
-        log.warning("%d candidate rows repeat an image already asked about for another synset; "
-                    "each image is asked about once (its first synset)", before - len(frame))
+    frame = frame.drop_duplicates(["id", "label"]).reset_index(drop=True)
+    repeat = frame["id"].duplicated(keep="first").to_numpy()
+    frame.loc[repeat, "id"] = frame.loc[repeat, "label"].astype(str) + ":" + frame.loc[repeat, "id"]
+    frame.attrs["ambiguous"] = int(repeat.sum())
     return frame, categories
 
 

@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["KERNELS", "axis_weights", "weights_one", "centers", "resize_array"]
+__all__ = ["KERNELS", "axis_weights", "weights_one", "weights_pair", "centers", "resize_array"]
 
 _STEPS = 256  # table samples per pixel
 
@@ -142,8 +142,60 @@ def weights_one(n_in: int, n_out: int, scale: float, center_in: float, center_ou
     y = centers(n_out) * np.float32(fs / scale) + np.float32(fs * (center_in - center_out / scale) - r * _STEPS - 0.5
                                                               + pad * fs)
     x = centers(n_in + 2 * pad) * np.float32(fs) - y[:, None]
-    np.clip(x, 0, len(table) - 1, out=x)
+    np.maximum(x, 0, out=x)  # (np.clip costs more in Python overhead than two ufunc calls)
+    np.minimum(x, len(table) - 1, out=x)
     w = table.take(x.astype(np.int32))
     s = w.sum(axis=1, keepdims=True)
-    w /= np.where(s > 1e-6, s, np.float32(np.inf))
+    s[s < 1e-6] = np.inf
+    w /= s
     return w[:, pad:pad + n_in]
+
+
+@lru_cache(maxsize=64)
+def _wide_table(kernel: str, half: int) -> np.ndarray:
+    """The filter sampled every 1/_STEPS pixel over [-half, half] (zero outside its support), read-only."""
+    fn, radius = KERNELS[kernel]
+    x = np.arange(-half * _STEPS, half * _STEPS + 1) / _STEPS
+    t = fn(x).astype(np.float32)
+    t[np.abs(x) >= radius] = 0.0
+    t.setflags(write=False)
+    return t
+
+
+def weights_pair(n_rows: int, n_cols: int, n_out: int, scale: float, center_rows: float, out_rows: float,
+                 center_cols: float, out_cols: float, kernel: str = "triangle") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`axis_weights` for both axes of one image, with as few numpy calls as possible.
+
+    The filter is symmetric, so the table is indexed by ``(y_i - k - 0.5) * fs``
+    directly; the table is made wide enough for every index that can occur,
+    so nothing needs clipping. Outside pixels count as 0 (see :func:`axis_weights`).
+
+    Returns ``(wy, wx)``: (n_out, n_rows) and (n_out, n_cols) float32.
+    """
+    radius = KERNELS[kernel][1]
+    fs = min(scale, 1.0)
+    pad = int(radius / fs) + 2  # virtual zero pixels beyond each edge
+    n_in = max(n_rows, n_cols)
+    inv = 1.0 / scale
+    # input coordinate sampled by the first and last output pixel, both axes
+    y_first = min(center_rows - out_rows * inv, center_cols - out_cols * inv) + 0.5 * inv
+    y_last = max(center_rows - out_rows * inv, center_cols - out_cols * inv) + (n_out - 0.5) * inv
+    reach = max(abs(y_last + pad), abs(n_in + pad - y_first)) * fs + 2  # largest |y_i - c_k| * fs
+    half = 1 << max(4, int(reach).bit_length())
+    if half > 8192:  # a huge image: fall back to the clipped, small-table path
+        wy = axis_weights(n_rows, n_out, scale, center_rows, out_rows, kernel)[0]
+        wx = axis_weights(n_cols, n_out, scale, center_cols, out_cols, kernel)[0]
+        return wy, wx
+    table = _wide_table(kernel, half)
+    f = fs * _STEPS
+    # table index of (y_i - c_k) * fs, shifted by half * _STEPS, + 0.5 to round
+    first = np.float32(f * inv) * centers(n_out)
+    rows = np.add.outer(np.array([f * (center_rows - out_rows * inv), f * (center_cols - out_cols * inv)],
+                                 np.float32) + np.float32(half * _STEPS + 0.5), first).ravel()
+    cols = centers(n_in + 2 * pad) * np.float32(f)
+    cols -= np.float32(pad * f)
+    w = table.take(np.subtract.outer(rows, cols).astype(np.int32))
+    s = w.sum(axis=1, keepdims=True)
+    s += np.float32(1e-12)  # rows outside the input sum to exactly 0 and stay 0
+    w /= s
+    return w[:n_out, pad:pad + n_rows], w[n_out:, pad:pad + n_cols]

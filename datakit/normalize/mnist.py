@@ -14,7 +14,7 @@ How it is done here:
   where the profile crosses a fraction of the peak ink: 40 % for the size
   (so the scale does not depend on faint anti-aliasing fringes) and 10 % for
   the position. Pixels count as ink above ``threshold`` (after the
-  background, the median of the border, is subtracted); an image whose peak
+  background, the lower quartile of the border, is subtracted); an image whose peak
   does not exceed it is blank and rejected.
 * Cropping, scaling and placing are one separable linear map,
   ``out = Wy @ image @ Wx.T`` (:mod:`datakit.normalize._resample`), with a
@@ -28,13 +28,14 @@ half of them inverted, the result correlates with the original at about 0.96
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from datakit.errors import ImageRejected
-from datakit.normalize._resample import KERNELS, axis_weights, centers as _centers, weights_one as _weights_one
+from datakit.normalize._resample import KERNELS, axis_weights, centers as _centers, weights_pair as _weights_pair
 from datakit.sources.decode import to_array
 
 __all__ = ["mnist", "mnist_batch", "prepare_ink", "MNIST_DEFAULTS", "check_mnist_options"]
@@ -70,6 +71,23 @@ def check_mnist_options(box: int, canvas: int, center: str, polarity: str, thres
         raise TypeError(f"stretch must be true or false, got {stretch!r}")
 
 
+@lru_cache(maxsize=256)
+def _checked(box: int, canvas: int, center: str, polarity: str, threshold: float, resample: str,
+             stretch: bool) -> bool:
+    check_mnist_options(box, canvas, center, polarity, threshold, resample, stretch)
+    return True
+
+
+def _check(*options: Any) -> None:
+    """:func:`check_mnist_options`, remembered for option sets already seen (one call per image is cheap)."""
+    try:
+        _checked(*options)
+    except TypeError as exc:
+        if "unhashable" not in str(exc):
+            raise
+        check_mnist_options(*options)
+
+
 def prepare_ink(image: Image.Image | np.ndarray, polarity: str = "auto") -> np.ndarray:
     """Grayscale pixels as light ink on a zero background.
 
@@ -83,22 +101,24 @@ def prepare_ink(image: Image.Image | np.ndarray, polarity: str = "auto") -> np.n
     Returns
     -------
     ndarray of uint8, shape (H, W)
-        With the background level (median of the border pixels, rounded)
+        With the background level (the lower quartile of the border pixels)
         subtracted, clipped at 0.
     """
     a = to_array(image, "L")
     if a.size == 0:
         raise ImageRejected("unreadable", f"image of shape {a.shape} has no pixels")
-    if min(a.shape) > 2:
-        border = np.concatenate((a[0], a[-1], a[1:-1, 0], a[1:-1, -1]))
-    else:
-        border = a.ravel()
+    if min(a.shape) <= 2:  # every pixel is on the border: no background to measure
+        if polarity == "dark-on-light" or (polarity == "auto" and int(a.sum()) > 127.5 * a.size):
+            return 255 - a
+        return a.copy() if a is image else a
+    border = np.concatenate((a[0], a[-1], a[1:-1, 0], a[1:-1, -1]))
     if polarity == "dark-on-light" or (polarity == "auto" and int(border.sum()) > 127.5 * border.size):
         a = 255 - a
         border = 255 - border
     if border.max() == 0:
-        return a if polarity != "light-on-dark" or a is not image else a.copy()
-    bg = np.uint8(np.rint(np.median(border)))
+        return a.copy() if a is image else a
+    k = border.size // 4
+    bg = np.partition(border, k)[k]  # background: the border's lower quartile
     if bg == 0:
         return a.copy() if a is image else a
     a = np.maximum(a, bg)
@@ -109,22 +129,24 @@ def prepare_ink(image: Image.Image | np.ndarray, polarity: str = "auto") -> np.n
 def _prepare_batch(imgs: np.ndarray, polarity: str) -> np.ndarray:
     """(N, H, W) uint8 -> light-on-dark, background-subtracted uint8 (a new array)."""
     n, h, w = imgs.shape
-    if min(h, w) > 2:
-        border = np.concatenate((imgs[:, 0, :], imgs[:, -1, :], imgs[:, 1:-1, 0], imgs[:, 1:-1, -1]), axis=1)
-    else:
+    tiny = min(h, w) <= 2  # every pixel is on the border: no background to measure
+    if tiny:
         border = imgs.reshape(n, -1)
+    else:
+        border = np.concatenate((imgs[:, 0, :], imgs[:, -1, :], imgs[:, 1:-1, 0], imgs[:, 1:-1, -1]), axis=1)
     if polarity == "dark-on-light":
         invert = np.ones(n, bool)
     elif polarity == "auto":
         invert = border.mean(axis=1) > 127.5
     else:
         invert = np.zeros(n, bool)
-    a = imgs.copy()
-    if invert.any():
-        a[invert] = 255 - a[invert]
-        border = border.copy()
-        border[invert] = 255 - border[invert]
-    bg = np.rint(np.median(border, axis=1)).astype(np.uint8)
+    flip = np.where(invert, np.uint8(255), np.uint8(0))  # x ^ 255 == 255 - x for uint8
+    a = imgs ^ flip[:, None, None]
+    border = border ^ flip[:, None]
+    if tiny:
+        return a
+    k = border.shape[1] // 4
+    bg = np.partition(border, k, axis=1)[:, k]  # background: the border's lower quartile
     for i in np.flatnonzero(bg):
         np.maximum(a[i], bg[i], out=a[i])
         a[i] -= bg[i]
@@ -151,18 +173,26 @@ def _edges(p: np.ndarray, level: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+_CHUNK = 64  # images per batched matrix product (grouped by crop size)
+
+
 def _normalize(a: np.ndarray, box: int, canvas: int, center: str, threshold: float, resample: str,
                stretch: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Core on ink images ``a`` (N, H, W) uint8 -> (uint8 (N, canvas, canvas), blank (N,))."""
+    """Core on ink images ``a`` (N, H, W) uint8 -> (uint8 (N, canvas, canvas), blank (N,)).
+
+    Each image is cut to the crop holding its nonzero pixels (the rest is 0,
+    so nothing changes); crops are sorted by size and processed in chunks of
+    similar size with batched matrix products.
+    """
     n, h, w = a.shape
-    py = a.max(axis=2).astype(np.float32)
-    px = a.max(axis=1).astype(np.float32)
-    peak = py.max(axis=1)
+    py8 = a.max(axis=2)
+    px8 = a.max(axis=1)
+    peak = py8.max(axis=1).astype(np.float32)
     blank = peak <= threshold
+    py = py8.astype(np.float32)
+    px = px8.astype(np.float32)
     if blank.any():
-        peak = np.where(blank, np.float32(1), peak)
-        py = py.copy()
-        px = px.copy()
+        peak[blank] = 1.0
         py[blank, 0] = 1.0  # a dummy profile, so the edge search is defined; masked out below
         px[blank, 0] = 1.0
     length = max(h, w)
@@ -177,36 +207,52 @@ def _normalize(a: np.ndarray, box: int, canvas: int, center: str, threshold: flo
     scale = np.float32(box) / np.maximum(np.maximum(size[:n], size[n:]), np.float32(1e-3))
     mid = (lo[2 * n:] + hi[2 * n:]) * np.float32(0.5)  # box centers: rows then columns
     my, mx = mid[:n], mid[n:]
-    af = a.astype(np.float32)
-    if center == "mass":
-        sy = af @ np.ones(w, np.float32)  # (N, H) row sums
-        sx = np.ones(h, np.float32) @ af  # (N, W) column sums
-        total = sy.sum(axis=1)
-        total = np.where(total > 0, total, np.float32(1))
-        gy = (sy @ (np.arange(h, dtype=np.float32) + np.float32(0.5))) / total
-        gx = (sx @ (np.arange(w, dtype=np.float32) + np.float32(0.5))) / total
-        half = np.float32(box / 2.0)
-        target = np.float32(canvas // 2 + 0.5)
-        # the box's origin moves by whole pixels so the mass center lands nearest pixel canvas // 2
-        oy = np.rint(target - (half + (gy - my) * scale))
-        ox = np.rint(target - (half + (gx - mx) * scale))
-        out_y, out_x = half + oy, half + ox
-    else:
-        out_y = out_x = np.float32(canvas / 2.0)
-    wy = axis_weights(h, canvas, scale, my, out_y, resample)
-    wx = axis_weights(w, canvas, scale, mx, out_x, resample)
-    if n == 1:
-        out = (wy[0] @ af[0] @ wx[0].T)[None]
-    else:
-        out = np.matmul(np.matmul(wy, af), wx.transpose(0, 2, 1))
-    if stretch:
-        top = out.max(axis=(1, 2))
-        out *= (np.float32(255.0) / np.where(top > 0, top, np.float32(1)))[:, None, None]
-    np.clip(out, 0, 255, out=out)
-    res = np.rint(out, out=out).astype(np.uint8)
-    if blank.any():
-        res[blank] = 0
-    return res, blank
+    # crops holding every nonzero pixel
+    nzr = py > 0
+    nzc = px > 0
+    r0 = nzr.argmax(axis=1)
+    r1 = h - nzr[:, ::-1].argmax(axis=1)
+    c0 = nzc.argmax(axis=1)
+    c1 = w - nzc[:, ::-1].argmax(axis=1)
+    hc = r1 - r0
+    wc = c1 - c0
+    out = np.zeros((n, canvas, canvas), np.uint8)
+    half = np.float32(box / 2.0)
+    target = np.float32(canvas // 2 + 0.5)
+    order = np.argsort(np.maximum(hc, wc), kind="stable")
+    order = order[~blank[order]]
+    for start in range(0, len(order), _CHUNK):
+        idx = order[start:start + _CHUNK]
+        hb, wb = int(hc[idx].max()), int(wc[idx].max())
+        buf = np.zeros((len(idx), hb, wb), np.float32)
+        for j, i in enumerate(idx.tolist()):
+            buf[j, :hc[i], :wc[i]] = a[i, r0[i]:r1[i], c0[i]:c1[i]]
+        cy = my[idx] - r0[idx]  # box centers in crop coordinates
+        cx = mx[idx] - c0[idx]
+        sc = scale[idx]
+        if center == "mass":
+            sy = buf @ np.ones(wb, np.float32)  # (k, hb) row sums
+            sx = np.ones(hb, np.float32) @ buf  # (k, wb) column sums
+            total = sy.sum(axis=1)
+            gy = (sy @ _centers(hb)) / total
+            gx = (sx @ _centers(wb)) / total
+            # the box's origin moves by whole pixels so the mass center lands nearest pixel canvas // 2
+            out_y = half + np.rint(target - (half + (gy - cy) * sc))
+            out_x = half + np.rint(target - (half + (gx - cx) * sc))
+        else:
+            out_y = out_x = np.float32(canvas / 2.0)
+        wy = axis_weights(hb, canvas, sc, cy, out_y, resample)
+        wx = axis_weights(wb, canvas, sc, cx, out_x, resample)
+        res = np.matmul(np.matmul(wy, buf), wx.transpose(0, 2, 1))
+        if stretch:
+            top = res.max(axis=(1, 2))
+            res *= (np.float32(255.0) / np.where(top > 0, top, np.float32(1)))[:, None, None]
+        else:
+            np.minimum(res, 255, out=res)
+        np.maximum(res, 0, out=res)
+        res += np.float32(0.5)  # round half up, then truncate
+        out[idx] = res.astype(np.uint8)
+    return out, blank
 
 
 def _cross(p: list, level: float) -> tuple[float, float]:
@@ -264,15 +310,17 @@ def _normalize_one(a: np.ndarray, box: int, canvas: int, center: str, threshold:
         out_x = half + round(target - (half + (gx - mx) * scale))
     else:
         out_y = out_x = canvas / 2.0
-    wy = _weights_one(h, canvas, scale, my, out_y, resample)
-    wx = _weights_one(w, canvas, scale, mx, out_x, resample)
+    wy, wx = _weights_pair(h, w, canvas, scale, my, out_y, mx, out_x, resample)
     out = wy @ crop @ wx.T
     if stretch:
         top = float(out.max())
         if top > 0:
             out *= 255.0 / top
-    np.clip(out, 0, 255, out=out)
-    return np.rint(out, out=out).astype(np.uint8)
+    else:
+        np.minimum(out, 255, out=out)
+    np.maximum(out, 0, out=out)
+    out += 0.5  # round half up, then truncate
+    return out.astype(np.uint8)
 
 
 def mnist(image: Image.Image | np.ndarray, *, box: int = 20, canvas: int = 28, center: str = "mass",
@@ -321,6 +369,7 @@ def mnist(image: Image.Image | np.ndarray, *, box: int = 20, canvas: int = 28, c
     >>> [int(i) for i in np.nonzero(out.max(axis=1) > 127)[0][[0, -1]]]  # 20 rows of ink
     [4, 23]
     """
+    _check(box, canvas, center, polarity, threshold, resample, stretch)
     a = prepare_ink(image, polarity)
     out = _normalize_one(a, box, canvas, center, threshold, resample, stretch)
     if out is None:
@@ -351,7 +400,7 @@ def mnist_batch(images: np.ndarray, *, box: int = 20, canvas: int = 28, center: 
         True for images with no ink (:func:`mnist` raises
         ``ImageRejected("blank")`` for them).
     """
-    check_mnist_options(box, canvas, center, polarity, threshold, resample, stretch)
+    _check(box, canvas, center, polarity, threshold, resample, stretch)
     imgs = np.asarray(images)
     if imgs.ndim != 3:
         raise ValueError(f"images must have shape (N, H, W), got {imgs.shape}")

@@ -36,7 +36,7 @@ import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import pandas as pd
 
@@ -45,6 +45,7 @@ from datakit.sources.base import Source, SourceItem, register_source
 from datakit.sources.download import Downloader, DownloadPolicy, is_transient
 from datakit.sources.search.base import BackendError, SearchBackend, SearchResult
 from datakit.store.manifest import REJECTED_COLUMNS, conform
+from datakit.taxonomy.expand import DEFAULT_LANGS
 
 __all__ = [
     "CANDIDATE_COLUMNS",
@@ -169,16 +170,19 @@ def merge_results(per_query: Sequence[tuple[dict, list[SearchResult]]], limit: i
     return out
 
 
-def _fetch_fn(downloader: Downloader) -> Callable[[str], dict]:
-    def fetch(ref: str) -> dict:
-        return downloader.fetch(ref).as_dict()
+def _fetch_fn(downloader: Downloader) -> Callable[[tuple[str, bool]], dict]:
+    def fetch(item: tuple[str, bool]) -> dict:
+        ref, local = item
+        # only a local backend's results are read from disk: a URL-less "result" from an HTTP
+        # backend (say "/etc/passwd") goes to fetch_url and is rejected as bad_url
+        return (downloader.fetch_file(ref) if local else downloader.fetch_url(ref)).as_dict()
 
     return fetch
 
 
 def collect_candidates(categories: pd.DataFrame, backend: SearchBackend, out: str | os.PathLike, *,
                        per_synset: int = 100, per_query: int | None = None, queries: pd.DataFrame | None = None,
-                       parent: bool = True, langs: Sequence[str] | None = None,
+                       parent: bool = True, langs: Sequence[str] | None = DEFAULT_LANGS,
                        policy: DownloadPolicy | None = None, workers: int = 8, wn=None,
                        progress: Callable[[int], None] | None = None,
                        on_total: Callable[[int], None] | None = None) -> CandidateRun:
@@ -255,6 +259,9 @@ def collect_candidates(categories: pd.DataFrame, backend: SearchBackend, out: st
     status: dict[str, str] = {}
     selected: dict[str, list[tuple[dict, SearchResult, int]]] = {}
     by_synset = {w: [r for r in queries.to_dict("records") if str(r["synset"]) == w] for w in wnids}
+    stray = sorted(set(queries["synset"].astype(str)) - set(wnids))
+    if stray:
+        notes.append(f"queries for {len(stray)} synset(s) not in the categories were ignored: {', '.join(stray[:5])}")
     try:
         # 1. search (saved per query; a failing backend stops the search, keeps what it has)
         for w in wnids:
@@ -269,7 +276,7 @@ def collect_candidates(categories: pd.DataFrame, backend: SearchBackend, out: st
                         results = backend.search(q["query"], per_query)
                     except BackendError as exc:
                         failure = f"{backend_id} failed while searching {q['query']!r} for {w}: {exc}"
-                        logger.error("%s", failure)
+                        logger.info("search stopped: %s", failure)
                         break
                     state.put_search(backend_id, q["query"], per_query, results)
                 per_query_results.append((q, results))
@@ -280,19 +287,19 @@ def collect_candidates(categories: pd.DataFrame, backend: SearchBackend, out: st
 
         # 2. fetch what is missing (and retry transient failures)
         done = state.fetched()
-        todo = []
+        todo: dict[str, bool] = {}
         for w in selected:
             for _, r, _ in selected[w]:
                 rec = done.get(r.ref)
-                if (rec is None or (not rec[0] and is_transient(rec[7] or ""))):
-                    todo.append(r.ref)
-        todo = list(dict.fromkeys(todo))
+                if rec is None or (not rec[0] and is_transient(rec[7] or "")):
+                    todo.setdefault(r.ref, bool(r.local))
         if on_total:
             on_total(len(todo))
         downloader = Downloader(out, policy)
         executor = get_thread_executor(workers)
         try:
-            for n, (ref, res) in enumerate(zip(todo, executor.map(_fetch_fn(downloader), todo)), 1):
+            items = list(todo.items())
+            for n, ((ref, _), res) in enumerate(zip(items, executor.map(_fetch_fn(downloader), items)), 1):
                 state.put_fetch(ref, res.ok, res.value, res.reason, res.detail)
                 if n % 200 == 0:
                     state.commit()
@@ -419,6 +426,13 @@ class CandidatesSource(Source):
 
     def __len__(self) -> int:
         return len(self.frame())
+
+    def categories(self) -> pd.DataFrame:
+        """The run's ``categories.csv`` (wnid, name, lemmas, gloss, hypernym path, depth, lexname)."""
+        path = self.root / "categories.csv"
+        if not path.exists():
+            raise DatakitError(f"{self.root} has no categories.csv; was it written by `datakit candidates`?")
+        return pd.read_csv(path, dtype={"label": str, "wnid": str})
 
     def labels(self) -> list[str]:
         return sorted(self.frame()["synset"].dropna().unique())

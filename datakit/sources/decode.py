@@ -19,10 +19,12 @@ build stores in ``rejected.parquet``:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
 from io import BytesIO
+from typing import IO, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -78,20 +80,26 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def _read_source(src: str | os.PathLike | bytes) -> tuple[bytes, str]:
+@contextlib.contextmanager
+def _open_source(src: str | os.PathLike | bytes) -> Iterator[tuple[IO[bytes], int, str]]:
+    """``(binary file object, size in bytes, name for messages)``; files are read lazily."""
     if isinstance(src, (bytes, bytearray, memoryview)):
-        return bytes(src), "<bytes>"
+        data = bytes(src)
+        yield BytesIO(data), len(data), "<bytes>"
+        return
     if not isinstance(src, (str, os.PathLike)):
         raise TypeError(f"load_image expects a path or bytes, got {type(src).__name__}")
+    where = os.fspath(src)
     try:
-        with open(src, "rb") as fh:
-            return fh.read(), os.fspath(src)
+        fh = open(src, "rb")
     except FileNotFoundError:
-        raise ImageRejected("unreadable", f"file not found: {os.fspath(src)}") from None
+        raise ImageRejected("unreadable", f"file not found: {where}") from None
     except IsADirectoryError:
-        raise ImageRejected("unreadable", f"is a directory: {os.fspath(src)}") from None
+        raise ImageRejected("unreadable", f"is a directory: {where}") from None
     except OSError as exc:
-        raise ImageRejected("unreadable", f"cannot read {os.fspath(src)}: {exc}") from None
+        raise ImageRejected("unreadable", f"cannot read {where}: {exc}") from None
+    with fh:
+        yield fh, os.fstat(fh.fileno()).st_size, where
 
 
 def load_image(src: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -103,7 +111,9 @@ def load_image(src: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_MAX_
         A file path or the encoded bytes.
     max_pixels : int, default 89_478_485
         Images with more pixels (width x height) are rejected as
-        ``"decompression_bomb"`` from their header, before decoding.
+        ``"decompression_bomb"`` from their header, before decoding. Pillow's
+        own guard (``Image.MAX_IMAGE_PIXELS``, kept finite) still rejects
+        images over twice its value, whatever ``max_pixels`` says.
 
     Returns
     -------
@@ -120,24 +130,40 @@ def load_image(src: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_MAX_
     """
     if not isinstance(max_pixels, int) or max_pixels <= 0:
         raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
-    data, where = _read_source(src)
-    if not data:
-        raise ImageRejected("empty_file", f"{where} has 0 bytes")
-    fmt = sniff_format(data)
+    with _open_source(src) as (fh, size, where):
+        if size == 0:
+            raise ImageRejected("empty_file", f"{where} has 0 bytes")
+        try:
+            head = fh.read(16)
+            fh.seek(0)
+        except OSError as exc:
+            raise ImageRejected("unreadable", f"cannot read {where}: {exc}") from None
+        with warnings.catch_warnings(record=True) as caught:  # Pillow warns about odd files; log, don't spray
+            warnings.simplefilter("always")
+            try:
+                return _decode(fh, size, head, where, max_pixels)
+            finally:
+                for w in caught:
+                    if not issubclass(w.category, Image.DecompressionBombWarning):
+                        logger.debug("%s: %s", where, w.message)
+
+
+def _decode(fh: IO[bytes], size: int, head: bytes, where: str, max_pixels: int) -> Image.Image:
+    fmt = sniff_format(head)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(BytesIO(data))
+        im = Image.open(fh)
     except Image.DecompressionBombError as exc:
         raise ImageRejected("decompression_bomb", f"{where}: {exc}") from None
     except UnidentifiedImageError:
         if fmt is None:
             raise ImageRejected("not_an_image", f"{where}: content is not a known image format "
-                                f"(starts with {data[:8]!r})") from None
-        raise ImageRejected("truncated" if len(data) < 64 else "unreadable",
+                                f"(starts with {head[:8]!r})") from None
+        raise ImageRejected("truncated" if size < 64 else "unreadable",
                             f"{where}: {fmt} signature but the header cannot be parsed") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected("unreadable", f"{where}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (a plugin's unexpected error on corrupt data is still a rejection)
+        raise ImageRejected("unreadable", f"{where}: {type(exc).__name__}: {exc}") from None
     width, height = im.size
     if width <= 0 or height <= 0:
         raise ImageRejected("unreadable", f"{where}: image has size {width}x{height}")
@@ -152,6 +178,8 @@ def load_image(src: str | os.PathLike | bytes, *, max_pixels: int = DEFAULT_MAX_
         msg = str(exc)
         reason = "truncated" if ("truncated" in msg or "broken data stream" in msg) else "unreadable"
         raise ImageRejected(reason, f"{where}: {msg}") from None
+    except Exception as exc:  # noqa: BLE001  (see above)
+        raise ImageRejected("unreadable", f"{where}: {type(exc).__name__}: {exc}") from None
     try:
         im = ImageOps.exif_transpose(im)
     except Exception as exc:  # noqa: BLE001  (a corrupt EXIF block must not lose the pixels)

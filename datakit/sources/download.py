@@ -202,11 +202,15 @@ class Downloader:
     store : ImageStore or path
         Where accepted images go (``<root>/images/ab/<sha256>.<ext>``).
     policy : DownloadPolicy, optional
+    ssl_context : ssl.SSLContext, optional
+        For ``https`` (default: the system's trusted certificates, hostname checked).
     """
 
-    def __init__(self, store: ImageStore | str | os.PathLike, policy: DownloadPolicy | None = None) -> None:
+    def __init__(self, store: ImageStore | str | os.PathLike, policy: DownloadPolicy | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.store = store if isinstance(store, ImageStore) else ImageStore(store)
         self.policy = policy if policy is not None else DownloadPolicy()
+        self.ssl_context = ssl_context
 
     # -- bytes -> stored image -------------------------------------------------
     def ingest(self, data: bytes, where: str = "<bytes>") -> Fetched:
@@ -318,8 +322,10 @@ class Downloader:
         p = self.policy
         last: Exception | None = None
         for address in addresses:
-            cls = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
-            conn = cls(parts.hostname, port, address, p.timeout)
+            if parts.scheme == "https":
+                conn = _PinnedHTTPSConnection(parts.hostname, port, address, p.timeout, self.ssl_context)
+            else:
+                conn = _PinnedHTTPConnection(parts.hostname, port, address, p.timeout)
             try:
                 conn.request("GET", target, headers={"User-Agent": p.user_agent, "Accept": "image/*",
                                                      "Accept-Encoding": "identity"})

@@ -83,11 +83,11 @@ class FolderSource(Source):
         super().__init__(name=name, **options)
         check_options(self.kind, name, options, self.OPTIONS)
         if "path" not in options:
-            raise DatakitError(f"source {self.name!r} (folder): option 'path' (a directory of images) is required")
+            raise DatakitError(f"source {self.name!r} (kind 'folder'): option 'path' (a directory of images) is required")
         self.data_root = data_root
         labeled = options.get("labeled", True)
         if not isinstance(labeled, bool):
-            raise DatakitError(f"source {self.name!r} (folder): labeled must be true or false, got {labeled!r}")
+            raise DatakitError(f"source {self.name!r} (kind 'folder'): labeled must be true or false, got {labeled!r}")
         self.labeled = labeled
         self.extensions = _norm_extensions(options.get("extensions"))
         self._root: Path | None = None
@@ -112,7 +112,7 @@ class FolderSource(Source):
             if self.labeled:
                 classes = self.classes()
                 if not classes:
-                    raise DatakitError(f"source {self.name!r} (folder): {root} has no class sub-folders; put each "
+                    raise DatakitError(f"source {self.name!r} (kind 'folder'): {root} has no class sub-folders; put each "
                                        "class's images in a sub-folder named after it, or set labeled = false")
                 for c in classes:
                     found = list_image_files(root / c, self.extensions)
@@ -123,7 +123,7 @@ class FolderSource(Source):
                 files = [(f, None) for f in list_image_files(root, self.extensions)]
             if not files:
                 exts = "any extension" if self.extensions is None else ", ".join(self.extensions)
-                raise DatakitError(f"source {self.name!r} (folder): no image files ({exts}) under {root}")
+                raise DatakitError(f"source {self.name!r} (kind 'folder'): no image files ({exts}) under {root}")
             self._files = files
         return self._files
 

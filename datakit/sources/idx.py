@@ -11,14 +11,13 @@ import logging
 import os
 import struct
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
 from datakit.errors import DatakitError
 from datakit.sources._paths import check_choice, check_options, resolve_path
 from datakit.sources.base import Source, SourceItem, register_source
-from datakit.store.atomic import atomic_write
 
 __all__ = ["IdxSource", "read_idx", "read_idx_header", "write_idx", "find_idx_files"]
 
@@ -33,12 +32,9 @@ _SPLIT_PREFIX = {"train": "train", "test": "t10k"}
 
 def _open(path: str | os.PathLike):
     """Open raw or gzip (decided by the gzip magic bytes, not the name)."""
-    fh = open(path, "rb")
-    head = fh.read(2)
-    fh.seek(0)
-    if head == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=fh, mode="rb")
-    return fh
+    with open(path, "rb") as fh:
+        head = fh.read(2)
+    return gzip.open(path, "rb") if head == b"\x1f\x8b" else open(path, "rb")
 
 
 def _parse_header(head: bytes, where: str) -> tuple[np.dtype, int]:
@@ -143,6 +139,8 @@ def write_idx(path: str | os.PathLike, array: np.ndarray) -> None:
                         "float32, float64")
     if not 1 <= arr.ndim <= 8:
         raise ValueError(f"IDX arrays have 1 to 8 dimensions, got shape {arr.shape}")
+    from datakit.store.atomic import atomic_write
+
     header = bytes([0, 0, _KIND_TO_CODE[key], arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape)
     body = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder(">")).tobytes()
     with atomic_write(path, "wb") as fh:
@@ -205,18 +203,18 @@ class IdxSource(Source):
         check_options(self.kind, name, options, self.OPTIONS)
         self.data_root = data_root
         if ("root" in options) == ("images" in options):
-            raise DatakitError(f"source {self.name!r} (idx): give either 'root' (a folder with the standard "
+            raise DatakitError(f"source {self.name!r} (kind 'idx'): give either 'root' (a folder with the standard "
                                "file names) or 'images' (and 'labels'), not both or neither")
         if "labels" in options and "images" not in options:
-            raise DatakitError(f"source {self.name!r} (idx): 'labels' needs 'images'")
+            raise DatakitError(f"source {self.name!r} (kind 'idx'): 'labels' needs 'images'")
         self.split = options.get("split")
         if self.split is not None:
             check_choice(self.kind, name, "split", self.split, ["train", "test", "all"])
         if "images" in options and self.split == "all":
-            raise DatakitError(f"source {self.name!r} (idx): split = 'all' needs 'root', not 'images'")
+            raise DatakitError(f"source {self.name!r} (kind 'idx'): split = 'all' needs 'root', not 'images'")
         names = options.get("label_names")
         if names is not None and (isinstance(names, str) or not all(isinstance(n, str) for n in names)):
-            raise DatakitError(f"source {self.name!r} (idx): label_names must be a list of strings, got {names!r}")
+            raise DatakitError(f"source {self.name!r} (kind 'idx'): label_names must be a list of strings, got {names!r}")
         self.label_names: list[str] | None = list(names) if names is not None else None
         self.transpose = bool(options.get("transpose", False))
         self._parts: list[tuple[str | None, Path, Path | None]] | None = None
@@ -251,7 +249,7 @@ class IdxSource(Source):
                     prefix = _SPLIT_PREFIX[s]
                     nd = 3 if missing == "images" else 1
                     raise DatakitError(
-                        f"source {self.name!r} (idx): no {s} {missing} file in {root}; expected "
+                        f"source {self.name!r} (kind 'idx'): no {s} {missing} file in {root}; expected "
                         f"{prefix}-{missing}-idx{nd}-ubyte.gz (or without .gz). Put the file there, "
                         "or give the paths with the 'images' and 'labels' options.")
                 parts.append((s, images, labels))
@@ -263,11 +261,11 @@ class IdxSource(Source):
         for _, images, labels in self.parts():
             _, ishape = read_idx_header(images)
             if len(ishape) < 2:
-                raise DatakitError(f"source {self.name!r} (idx): {images} holds shape {ishape}, not images")
+                raise DatakitError(f"source {self.name!r} (kind 'idx'): {images} holds shape {ishape}, not images")
             if labels is not None:
                 _, lshape = read_idx_header(labels)
                 if lshape[0] != ishape[0]:
-                    raise DatakitError(f"source {self.name!r} (idx): {images} has {ishape[0]} images but {labels} "
+                    raise DatakitError(f"source {self.name!r} (kind 'idx'): {images} has {ishape[0]} images but {labels} "
                                        f"has {lshape[0]} labels")
 
     def __len__(self) -> int:
@@ -277,7 +275,7 @@ class IdxSource(Source):
         if self.label_names is None:
             return str(value)
         if not 0 <= value < len(self.label_names):
-            raise DatakitError(f"source {self.name!r} (idx): label value {value} has no entry in label_names "
+            raise DatakitError(f"source {self.name!r} (kind 'idx'): label value {value} has no entry in label_names "
                                f"({len(self.label_names)} names)")
         return self.label_names[value]
 
@@ -295,7 +293,7 @@ class IdxSource(Source):
             dtype, shape = read_idx_header(images)
             n, item_shape = shape[0], shape[1:]
             if lab is not None and len(lab) != n:
-                raise DatakitError(f"source {self.name!r} (idx): {images} has {n} images but {labels} has "
+                raise DatakitError(f"source {self.name!r} (kind 'idx'): {images} has {n} images but {labels} has "
                                    f"{len(lab)} labels")
             item_size = int(np.prod(item_shape)) * dtype.itemsize
             fname = images.name

@@ -33,7 +33,7 @@ def _dataset_class(name: str, source: str) -> type:
     if cls is None or not inspect.isclass(cls) or name not in names:
         close = difflib.get_close_matches(str(name), names, n=3)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise DatakitError(f"source {source!r} (torchvision): unknown dataset {name!r}.{hint} "
+        raise DatakitError(f"source {source!r} (kind 'torchvision'): unknown dataset {name!r}.{hint} "
                            f"Valid values are the classes of torchvision.datasets, e.g. MNIST, FashionMNIST, "
                            f"KMNIST, EMNIST, USPS, CIFAR10, SVHN.")
     return cls
@@ -93,18 +93,18 @@ class TorchvisionSource(Source):
         super().__init__(name=name, **options)
         check_options(self.kind, name, options, self.OPTIONS)
         if "dataset" not in options:
-            raise DatakitError(f"source {self.name!r} (torchvision): option 'dataset' (a torchvision.datasets "
+            raise DatakitError(f"source {self.name!r} (kind 'torchvision'): option 'dataset' (a torchvision.datasets "
                                "class name such as 'MNIST') is required")
         self.data_root = data_root
         self.dataset_name = options["dataset"]
         self.download = options.get("download", False)
         if not isinstance(self.download, bool):
-            raise DatakitError(f"source {self.name!r} (torchvision): download must be true or false, "
+            raise DatakitError(f"source {self.name!r} (kind 'torchvision'): download must be true or false, "
                                f"got {self.download!r}")
         self.args = dict(options.get("args") or {})
         for reserved in ("root", "download", "transform", "target_transform"):
             if reserved in self.args:
-                raise DatakitError(f"source {self.name!r} (torchvision): {reserved!r} cannot go in 'args'"
+                raise DatakitError(f"source {self.name!r} (kind 'torchvision'): {reserved!r} cannot go in 'args'"
                                    + ("; use the option of the same name" if reserved in ("root", "download") else ""))
         self.label_mode = check_choice(self.kind, name, "label_names", options.get("label_names", "index"),
                                        ["index", "classes"])
@@ -120,7 +120,7 @@ class TorchvisionSource(Source):
         if value is None:
             base = self.data_root or os.environ.get("DATAKIT_DATA")
             if not base:
-                raise DatakitError(f"source {self.name!r} (torchvision): option 'root' is not set and there is no "
+                raise DatakitError(f"source {self.name!r} (kind 'torchvision'): option 'root' is not set and there is no "
                                    "data root (recipe data_root, --data-root or DATAKIT_DATA)")
             return Path(base).expanduser()
         tried = candidate_paths(value, self.data_root)
@@ -147,13 +147,13 @@ class TorchvisionSource(Source):
             try:
                 self._ds = cls(root=str(root), download=self.download, **self.args)
             except TypeError as exc:
-                raise DatakitError(f"source {self.name!r} (torchvision): bad arguments for "
+                raise DatakitError(f"source {self.name!r} (kind 'torchvision'): bad arguments for "
                                    f"torchvision.datasets.{cls.__name__}: {exc}") from None
             except (RuntimeError, FileNotFoundError, OSError) as exc:
                 if self.download:
-                    raise DatakitError(f"source {self.name!r} (torchvision): {cls.__name__} could not be "
+                    raise DatakitError(f"source {self.name!r} (kind 'torchvision'): {cls.__name__} could not be "
                                        f"downloaded to {root}: {exc}") from None
-                raise DatakitError(f"source {self.name!r} (torchvision): {cls.__name__} files not found under "
+                raise DatakitError(f"source {self.name!r} (kind 'torchvision'): {cls.__name__} files not found under "
                                    f"{root} ({exc}). To fix: {missing_files_hint(cls, root, self.args)}.") from None
         return self._ds
 

@@ -37,7 +37,11 @@ def detect_usps_format(path: str | os.PathLike) -> str:
         head = fh.read(8)
     if head.startswith(b"\x89HDF\r\n\x1a\n"):
         return "h5"
-    text = _open_text(path, head).readline(4096)
+    with _open_text(path, head) as fh:
+        try:
+            text = fh.readline(4096)
+        except (UnicodeDecodeError, OSError, EOFError):
+            text = ""
     if ":" in text:
         return "libsvm"
     fields = text.split()
@@ -200,7 +204,7 @@ class UspsSource(Source):
         super().__init__(name=name, **options)
         check_options(self.kind, name, options, self.OPTIONS)
         if "path" not in options:
-            raise DatakitError(f"source {self.name!r} (usps): option 'path' is required (usps.h5, usps.t.bz2, "
+            raise DatakitError(f"source {self.name!r} (kind 'usps'): option 'path' is required (usps.h5, usps.t.bz2, "
                                "zip.test, ...)")
         self.data_root = data_root
         self.split = options.get("split")
@@ -209,6 +213,7 @@ class UspsSource(Source):
         self._path: Path | None = None
         self._format: str | None = None
         self._len: int | None = None
+        self._text: tuple[np.ndarray, np.ndarray, tuple[float, float]] | None = None
 
     @property
     def path(self) -> Path:
@@ -222,7 +227,7 @@ class UspsSource(Source):
             s = self.split or "train"
             return ["train", "test"] if s == "all" else [s]
         if self.split == "all":
-            raise DatakitError(f"source {self.name!r} (usps): split = 'all' needs usps.h5; {self.path.name} holds "
+            raise DatakitError(f"source {self.name!r} (kind 'usps'): split = 'all' needs usps.h5; {self.path.name} holds "
                                "one split")
         return [self.split or _guess_split(self.path)]
 
@@ -240,7 +245,7 @@ class UspsSource(Source):
             with h5py.File(self.path, "r") as f:
                 for s in self._splits():
                     if s not in f or "data" not in f[s] or "target" not in f[s]:
-                        raise DatakitError(f"source {self.name!r} (usps): {self.path} has no {s}/data and "
+                        raise DatakitError(f"source {self.name!r} (kind 'usps'): {self.path} has no {s}/data and "
                                            f"{s}/target datasets")
         else:
             self._splits()
@@ -252,21 +257,27 @@ class UspsSource(Source):
 
                 with h5py.File(self.path, "r") as f:
                     self._len = sum(int(f[s]["target"].shape[0]) for s in self._splits())
-            else:
-                with _open_text(self.path) as fh:
-                    self._len = sum(1 for line in fh if line.strip())
+            else:  # one-split text files: parse once, keep for iter_items (a few MB)
+                self._len = len(self._read(None)[1])
         return self._len
+
+    def _read(self, split: str | None) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+        if self.format == "h5":
+            return read_usps(self.path, split or "train")
+        if self._text is None:
+            self._text = read_usps(self.path)
+        return self._text
 
     def labels(self) -> list[str]:
         out: set[str] = set()
         for s in self._splits():
-            _, lab, _ = read_usps(self.path, s or "train")
+            _, lab, _ = self._read(s)
             out.update(str(int(v)) for v in np.unique(lab))
         return sorted(out)
 
     def iter_items(self) -> Iterator[SourceItem]:
         for s in self._splits():
-            images, labels, value_range = read_usps(self.path, s or "train")
+            images, labels, value_range = self._read(s)
             ref = f"{self.path.name}/{s}" if self.format == "h5" else self.path.name
             for i in range(len(labels)):
                 yield SourceItem(source_ref=f"{ref}#{i}", label=str(int(labels[i])), split=s,

@@ -40,7 +40,9 @@ class SplitDataset:
         self.class_to_idx = dataset.class_to_idx
         self.transform = transform
         self.target_transform = target_transform
-        self.targets = [self.class_to_idx[l] for l in self.frame["label"]] if len(self.frame) else []
+        # -1 for unlabeled images (label missing)
+        self.targets = [self.class_to_idx.get(l, -1) if isinstance(l, str) else -1
+                        for l in self.frame["label"]] if len(self.frame) else []
 
     def __len__(self) -> int:
         return len(self.frame)

@@ -29,16 +29,17 @@ def _protocol(splits: dict) -> str:
     strategy = splits.get("strategy")
     fr = f"train {splits.get('train')}, val {splits.get('val')}, test {splits.get('test')}"
     if strategy == "fractions":
-        text = f"stratified by class with fractions {fr}"
+        text = f"Stratified by class with fractions {fr}"
     elif strategy == "per-class":
-        text = (f"{splits.get('per_class')} training images per class"
+        text = (f"Per class, {splits.get('per_class')} training images"
                 + (f" and {splits.get('val_per_class')} validation images" if splits.get("val_per_class") else "")
                 + ", the rest for test (the Caltech101 protocol)")
     else:
         fb = splits.get("fallback")
         how = (f"stratified fractions ({fr})" if fb == "fractions"
                else f"{splits.get('per_class')} training images per class, the rest for test")
-        text = f"each source's own split is kept; images of sources without one are split by {how}"
+        text = (f"Each source's own split is kept (a near-duplicate group that spans splits goes, whole, to the "
+                f"split of its first member that has one); images of sources without a split are split by {how}")
     return (f"{text}; seed {splits.get('seed')}. Near-duplicates (perceptual hashes within "
             f"{splits.get('near_duplicate_distance')} bits, connected components) always share a split.")
 
@@ -83,9 +84,9 @@ def render_datasheet(info: dict) -> str:
     for src in info.get("sources", []):
         name = src["name"]
         opts = ", ".join(f"{k}={json.dumps(v)}" for k, v in (src.get("options") or {}).items()) or "-"
-        if src.get("status") == "skipped":
-            rows.append([name, src.get("kind"), opts, "skipped: " + str(src.get("reason", "")).replace("|", "/"),
-                         0, 0, 0])
+        if src.get("status") in ("skipped", "unused"):
+            rows.append([name, src.get("kind"), opts,
+                         f"{src['status']}: " + str(src.get("reason", "")).replace("|", "/"), 0, 0, 0])
             continue
         rows.append([name, src.get("kind"), opts, "used", src.get("items", 0),
                      by_source.get(name, {}).get("total", 0), sum(rej_src.get(name, {}).values())])

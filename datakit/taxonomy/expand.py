@@ -9,6 +9,7 @@ produced it.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -82,7 +83,7 @@ def expand_synset(synset, wn=None, parent: bool = True, langs: Sequence[str] | N
         for hyper in s.hypernyms() + s.instance_hypernyms():
             head = _head_word(hyper)
             for lemma in lemmas:
-                if head.lower() not in lemma.lower().split():
+                if head.lower() not in re.split(r"[\s\-]+", lemma.lower()):
                     add(f"{lemma} {head}", f"lemma+parent:{head}")
     if langs:
         available = set(wn.langs()) if getattr(wn, "_omw_reader", None) is not None else set()

@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from datakit.train.data import Normalizer, TensorBatches, as_uint8_nchw, channel_stats, input_plan, prepare_images
+from datakit.train.data import (Normalizer, TensorBatches, as_uint8_nchw, channel_stats, input_plan, make_augment,
+                                prepare_images)
 from datakit.train.loop import evaluate_tensors, make_optimizer, resolve_device, train_epochs
 from datakit.train.models import MODELS, get_model
 
@@ -123,7 +124,7 @@ def fit_arrays(images: np.ndarray, targets: np.ndarray, *, model: str = "lenet5"
                epochs: int = 5, batch_size: int = 128, lr: float | None = None, seed: int = 0,
                device: str = "auto", progress: Callable[[int], None] | None = None,
                model_config: dict | None = None, optimizer: str = "sgd", schedule: str = "cosine",
-               weight_decay: float = 5e-4) -> FitResult:
+               weight_decay: float = 5e-4, augment: str | None = None) -> FitResult:
     """Train a registered model on in-memory images.
 
     Parameters
@@ -147,6 +148,10 @@ def fit_arrays(images: np.ndarray, targets: np.ndarray, *, model: str = "lenet5"
         Called after every batch with the number of images in it.
     model_config : dict, optional
         Passed to the model factory (e.g. ``{"c3": "lecun"}``).
+    optimizer : {"sgd", "adam", "adamw"}
+    schedule : {"cosine", "constant"}
+    augment : {None, "none", "shift", "shift:N"}
+        Random translations of ±2 (or N) pixels, drawn per image and epoch.
 
     Returns
     -------
@@ -187,6 +192,7 @@ def fit_arrays(images: np.ndarray, targets: np.ndarray, *, model: str = "lenet5"
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     dev = resolve_device(device)
+    aug = make_augment(augment, seed)
     x = as_uint8_nchw(images)
     in_channels = int(x.shape[1])
     torch.manual_seed(seed)
@@ -202,7 +208,7 @@ def fit_arrays(images: np.ndarray, targets: np.ndarray, *, model: str = "lenet5"
     batches = TensorBatches(x, y, batch_size, seed=seed)
     opt = make_optimizer(net, optimizer, lr, weight_decay)
     history = train_epochs(net, batches, normalize, epochs=epochs, optimizer=opt, device=dev, seed=seed,
-                           schedule=schedule, progress=progress)
+                           schedule=schedule, progress=progress, augment=aug)
     net.eval()
     return FitResult(model=net, model_name=model, num_classes=int(num_classes), in_channels=in_channels,
                      input_size=tuple(int(v) for v in net.input_size), normalization=normalize.to_dict(),

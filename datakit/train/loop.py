@@ -116,7 +116,8 @@ def train_epochs(model: nn.Module, batches, normalize: Callable[[torch.Tensor], 
                  epochs: int, optimizer: torch.optim.Optimizer, device: torch.device, seed: int = 0,
                  start_epoch: int = 0, schedule: str = "cosine", base_lr: float | None = None,
                  amp: bool | None = None, on_epoch_end: Callable[[int, dict], None] | None = None,
-                 progress: Callable[[int], None] | None = None, check_every: int | None = None) -> list[dict]:
+                 progress: Callable[[int], None] | None = None, check_every: int | None = None,
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> list[dict]:
     """Train ``model`` for epochs ``start_epoch .. epochs-1``.
 
     Parameters
@@ -136,6 +137,9 @@ def train_epochs(model: nn.Module, batches, normalize: Callable[[torch.Tensor], 
     on_epoch_end : callable(epoch, record), optional
         Called after each epoch with ``{"epoch", "train_loss", "train_acc", "lr", "images"}``.
     progress : callable(n_images), optional
+    augment : callable, optional
+        uint8 batch -> uint8 batch on the device, training only (e.g.
+        :class:`datakit.train.data.RandomShift`); ``set_epoch`` is called if present.
 
     Returns
     -------
@@ -161,6 +165,8 @@ def train_epochs(model: nn.Module, batches, normalize: Callable[[torch.Tensor], 
     history = []
     for epoch in range(start_epoch, epochs):
         torch.manual_seed(seed * 100003 + epoch + 1)
+        if augment is not None and hasattr(augment, "set_epoch"):
+            augment.set_epoch(epoch)
         model.train()
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -175,6 +181,8 @@ def train_epochs(model: nn.Module, batches, normalize: Callable[[torch.Tensor], 
                 group["lr"] = lr
             xb = xb.to(device, non_blocking=True)
             yb = yb.to(device, non_blocking=True)
+            if augment is not None:
+                xb = augment(xb)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
                 logits = model(normalize(xb))
                 loss = F.cross_entropy(logits.float(), yb)

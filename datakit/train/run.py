@@ -30,7 +30,7 @@ from datakit.store.dataset import Dataset, open_dataset
 from datakit.train.checkpoint import (CheckpointError, check_same_classes, load_checkpoint, model_from_checkpoint,
                                       plain, save_checkpoint)
 from datakit.train.data import (InputPlan, LoaderBatches, Normalizer, TensorBatches, channel_stats, input_plan,
-                                prepare_images)
+                                make_augment, prepare_images)
 from datakit.train.distributed import init_from_env, unwrap
 from datakit.train.fit import build_model
 from datakit.train.loop import (TrainingDiverged, evaluate_batches, evaluate_tensors, make_optimizer,
@@ -125,7 +125,7 @@ class _UInt8Transform:
             im = im.resize((self.plan.resize[1], self.plan.resize[0]), Image.BILINEAR)
         a = np.asarray(im)
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
-        t = torch.from_numpy(np.ascontiguousarray(a))
+        t = torch.from_numpy(np.array(a, copy=True))  # own, writable memory
         if self.plan.pad:
             t = torch.nn.functional.pad(t, (self.plan.pad,) * 4)
         return t
@@ -162,7 +162,7 @@ def train_dataset(dataset: str | os.PathLike | Dataset, model: str = "lenet5", *
                   device: str = "auto", resume: bool = False, optimizer: str = "sgd", schedule: str = "cosine",
                   weight_decay: float = 5e-4, model_config: dict | None = None, eval_split: str | None = "auto",
                   data_mode: str = "auto", workers: int = 2, memory_limit: int = DEFAULT_MEMORY_LIMIT,
-                  progress: ProgressFactory | None = None) -> RunResult:
+                  progress: ProgressFactory | None = None, augment: str | None = None) -> RunResult:
     """Train ``model`` on the ``train`` split of a dataset directory.
 
     Parameters
@@ -182,6 +182,8 @@ def train_dataset(dataset: str | os.PathLike | Dataset, model: str = "lenet5", *
     data_mode : {"auto", "memory", "stream"}
         ``memory`` holds the split as one uint8 tensor; ``stream`` reads images
         through a DataLoader; ``auto`` picks memory below ``memory_limit`` bytes.
+    augment : {None, "none", "shift", "shift:N"}
+        Random translations during training (see :class:`datakit.train.data.RandomShift`).
     progress : callable(total, desc) -> callable(n), optional
         Factory for a progress callback (the CLI passes a tqdm bar); only rank 0 uses it.
 
@@ -205,6 +207,7 @@ def train_dataset(dataset: str | os.PathLike | Dataset, model: str = "lenet5", *
         raise ValueError(f"Unknown value {data_mode!r} for data_mode. Valid values are {{auto, memory, stream}}.")
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
+    aug = make_augment(augment, seed)
     splits = ds.splits
     if "train" not in splits:
         raise DatakitError(f"{ds.root} has no 'train' split (splits: {', '.join(map(str, splits)) or 'none'}); "
@@ -306,7 +309,8 @@ def train_dataset(dataset: str | os.PathLike | Dataset, model: str = "lenet5", *
                       "input_size": list(plan.output_size), "in_channels": in_channels},
             "train": {"epochs": epochs, "batch_size": batch_size, "lr": base_lr, "optimizer": optimizer,
                       "schedule": schedule, "weight_decay": weight_decay, "seed": seed, "device": str(dev),
-                      "world_size": dist.world_size, "data": "memory" if in_memory else "stream"},
+                      "world_size": dist.world_size, "data": "memory" if in_memory else "stream",
+                      "augment": augment or "none"},
             "epochs": [],
         }
         if resume_ckpt is not None:
@@ -333,7 +337,8 @@ def train_dataset(dataset: str | os.PathLike | Dataset, model: str = "lenet5", *
             "model": {"name": model, "config": plain(net.config), "num_classes": num_classes,
                       "in_channels": in_channels, "input_size": [int(v) for v in net.input_size]},
             "train": {"batch_size": batch_size, "lr": base_lr, "optimizer": optimizer, "schedule": schedule,
-                      "weight_decay": weight_decay, "seed": seed, "world_size": dist.world_size},
+                      "weight_decay": weight_decay, "seed": seed, "world_size": dist.world_size,
+                      "augment": augment or "none"},
             "dataset": {"path": str(ds.root), "name": ds.name, "checksum": ds.checksum, "classes": classes,
                         "class_names": [names.get(c, c) for c in classes], "image_size": list(size), "mode": mode},
             "normalization": norm_meta,
@@ -375,7 +380,7 @@ def train_dataset(dataset: str | os.PathLike | Dataset, model: str = "lenet5", *
         try:
             history = train_epochs(wrapped, batches, normalize, epochs=epochs, optimizer=opt, device=dev, seed=seed,
                                    start_epoch=start_epoch, schedule=schedule, base_lr=base_lr,
-                                   on_epoch_end=on_epoch_end, progress=bar)
+                                   on_epoch_end=on_epoch_end, progress=bar, augment=aug)
         except TrainingDiverged as exc:
             if dist.is_main:
                 metrics_doc["status"] = "diverged"

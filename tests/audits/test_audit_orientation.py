@@ -56,8 +56,8 @@ def test_rotated_real_dataset_images(shared_data):
     rot = [_rotate(im, float(rng.uniform(15, 35)), (0, 0, 0)) for im in orig]
     s_orig, _ = rotation_scores(np.stack([np.asarray(i) for i in orig]))
     s_rot, _ = rotation_scores(np.stack([np.asarray(i) for i in rot]))
-    assert (s_rot >= 0.5).mean() >= 0.9
-    assert (s_orig >= 0.5).mean() <= 0.05
+    assert (s_rot >= 0.6).mean() >= 0.9
+    assert (s_orig >= 0.6).mean() <= 0.05
 
 
 def test_letterbox_and_uniform_background_not_flagged():
@@ -80,7 +80,7 @@ def test_corner_scores_synthetic_triangles():
 
 
 def test_bad_threshold(tmp_path):
-    ds = open_dataset(write_dataset(tmp_path / "d", np.zeros((2, 8, 8), np.uint8) + np.arange(2)[:, None, None],
+    ds = open_dataset(write_dataset(tmp_path / "d", np.arange(2, dtype=np.uint8)[:, None, None] * np.ones((2, 8, 8), np.uint8),
                                     ["a", "b"], "train"))
     with pytest.raises(ValueError, match="threshold must be in"):
         get_audit("orientation_artifacts")([ds], threshold=2)

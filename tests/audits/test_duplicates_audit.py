@@ -1,11 +1,14 @@
 """The `duplicates` audit on fixture datasets with planted copies (exact counts)."""
 from __future__ import annotations
 
+import gzip
+import io
 import itertools
 
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from sklearn.datasets import load_digits
 
 from audits.base import get_audit, list_audits
@@ -123,7 +126,8 @@ def test_planted_copies_are_counted_exactly(planted):
 
 def test_threshold_zero_keeps_only_identical_hashes(planted):
     a, b = planted
-    res = get_audit("duplicates")([a], max_distance=0)
+    res = get_audit("duplicates")([a], max_distance=0, n_examples=0)
+    assert res.figures == {}
     h = a.manifest["phash"].to_numpy().astype(np.uint64)
     equal = sum(1 for i, j in itertools.combinations(range(len(h)), 2) if h[i] == h[j])
     assert res.summary["near_pairs"] == equal
@@ -141,10 +145,11 @@ def test_missing_phash_is_computed_with_a_note(tmp_path, planted):
     (root / "broken" / "bad.png").write_bytes(b"not a png")
     (root / "images").symlink_to(a.root / "images")
     DatasetWriter(root).write_manifest(frame)
-    res = get_audit("duplicates")([open_dataset(root)])
+    res = get_audit("duplicates")([open_dataset(root)], n_examples=0, workers=2)  # through worker processes
     assert any(f"no phash for {len(frame)} of {len(frame)} images" in note for note in res.notes)
-    assert any("1 images could not be read" in note and "broken/bad.png" in note for note in res.notes)
-    ref = get_audit("duplicates")([a])
+    assert any("1 images could not be read" in note and "broken/bad.png: error:UnidentifiedImageError" in note
+               for note in res.notes)
+    ref = get_audit("duplicates")([a], n_examples=0)
     for key in ("near_within", "leakage_test_in_train", "near_pairs", "cross_source_pairs", "exact_pairs"):
         assert res.summary[key] == ref.summary[key]
     bad = res.per_image[res.per_image["split"] == "val"]
@@ -168,7 +173,7 @@ def test_counts_match_brute_force_on_synthetic_hashes(tmp_path):
     DatasetWriter(root).write_manifest(frame)
     ds = open_dataset(root)
     r = 4
-    res = get_audit("duplicates")([ds], max_distance=r)
+    res = get_audit("duplicates")([ds], max_distance=r, n_examples=0, verify="none")  # noise images: hash only
     d = popcount64(hashes[:, None] ^ hashes[None, :]).astype(int)
     near = (d <= r) & ~np.eye(n, dtype=bool)
     same_split = splits[:, None] == splits[None, :]
@@ -182,13 +187,23 @@ def test_counts_match_brute_force_on_synthetic_hashes(tmp_path):
     assert s["train_test_pairs"] == (near & np.outer(train, splits == "test")).sum()
     assert s["leakage_test_in_train"] == (near[splits == "test"][:, train]).any(1).sum()
     per = res.per_image
-    want = np.where(near.any(1), np.where(near, d, 99).min(1), -1)
-    # a leaked image reports its nearest *train* copy; the others their nearest copy
-    got = per["distance"].fillna(-1).to_numpy()
-    leaked = per["leak"].to_numpy()
-    np.testing.assert_array_equal(got[~leaked], want[~leaked])
+    flag = near.any(1)
+    assert (per["flag"].to_numpy() == flag).all()
     np.testing.assert_array_equal(per["n_near"].to_numpy(), near.sum(1))
-    assert (per["flag"].to_numpy() == near.any(1)).all()
+    # score: from the nearest copy
+    nearest = np.where(near, d, 99).min(1)
+    np.testing.assert_allclose(per["score"].to_numpy()[flag], (r + 1 - nearest[flag]) / (r + 1))
+    # reported match: the most serious relation (leak, cross_source, cross_split, within_split here),
+    # then the smallest distance
+    is_train = splits == "train"
+    rank = np.where(splits[:, None] != splits[None, :],
+                    np.where(is_train[:, None] != is_train[None, :], 0, 3),
+                    np.where(~same_src, 2, 4))
+    key = np.where(near, rank * 100 + d, 10**6)
+    best = key.min(1)
+    kinds = np.array(["leak", "cross_dataset", "cross_source", "cross_split", "within_split"])
+    np.testing.assert_array_equal(per["kind"].to_numpy()[flag], kinds[best[flag] // 100])
+    np.testing.assert_array_equal(per["distance"].to_numpy()[flag].astype(int), best[flag] % 100)
 
 
 def test_bad_options_and_no_train_split(planted):
@@ -200,9 +215,44 @@ def test_bad_options_and_no_train_split(planted):
         audit([a], n_examples=-1)
     with pytest.raises(DatakitError, match="n_jobs must be -1"):
         audit([a], n_jobs=0)
-    threaded = audit([a, b], n_jobs=2)
-    assert threaded.summary == audit([a, b]).summary
-    res = audit([a], train_split="fit", max_distance="4")  # CLI options arrive as strings
+    threaded = audit([a, b], n_jobs=2, n_examples=0)
+    assert threaded.summary == audit([a, b], n_examples=0).summary
+    res = audit([a], train_split="fit", max_distance="4", n_examples=0)  # CLI options arrive as strings
     assert res.summary["leakage_test_in_train"] == 0
     assert any("no dataset has both" in note for note in res.notes)
     assert audit([]).skipped == "no dataset given"
+
+
+def _jpeg(a: np.ndarray) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "JPEG", quality=75)
+    with Image.open(buf) as im:
+        return np.asarray(im)
+
+
+def test_pixel_check_on_real_mnist_keeps_reencoded_copies_only(shared_data, tmp_path):
+    """600 distinct real MNIST digits (500 train, 100 test) + JPEG re-encodings of 5 train digits in test.
+
+    pHash alone pairs different handwritten digits that look alike; the thumbnail check keeps exactly
+    the 5 planted copies."""
+    with gzip.open(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz") as fh:
+        x = np.frombuffer(fh.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:600].copy()
+    images = np.concatenate([x, np.stack([_jpeg(x[k]) for k in range(5)])])
+    ds = open_dataset(write_dataset(tmp_path / "m", images, [0] * 605, ["train"] * 500 + ["test"] * 105,
+                                    source="mnist"))
+    audit = get_audit("duplicates")
+    hash_only = audit([ds], verify="none", n_examples=0)
+    checked = audit([ds], n_examples=0)
+    assert hash_only.summary["leakage_test_in_train"] > 5  # false leaks: different digits, alike hashes
+    assert hash_only.summary["near_within"] > 0
+    assert checked.summary["leakage_test_in_train"] == 5
+    assert checked.summary["near_within"] == 0 and checked.summary["near_pairs"] == 5
+    per = checked.per_image
+    assert sorted(per.index[per["leak"]]) == [600, 601, 602, 603, 604]
+    assert (per.loc[per["leak"], "match_id"].to_numpy() == per["id"].to_numpy()[:5]).all()
+    assert checked.info["confirmed_pairs"] == 5
+    assert any("were rejected: thumbnail correlation below 0.98" in note for note in checked.notes)
+    with pytest.raises(DatakitError, match=r"Valid values are \{pixels, none\}"):
+        audit([ds], verify="ssim")
+    with pytest.raises(DatakitError, match=r"min_similarity must be a number in \[-1, 1\]"):
+        audit([ds], min_similarity=2)

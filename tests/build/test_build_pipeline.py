@@ -274,3 +274,51 @@ def test_fallback_must_name_an_earlier_source():
     with pytest.raises(RecipeError, match=r"fallback_for: unknown value 'mnist'.*Valid values are \{digits\}"):
         parse_recipe('name = "x"\n[[sources]]\nname = "digits"\nkind = "sklearn-digits"\n'
                      '[[sources]]\nname = "dl"\nkind = "sklearn-digits"\nfallback_for = "mnist"\n')
+
+
+def test_unlabeled_folder_builds_with_target_minus_one(tmp_path):
+    for i in range(6):
+        _png(tmp_path / "pool" / f"{i}.png", _digit(500 + i))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "pool"\n[[sources]]\nkind = "folder"\npath = "pool"\nlabeled = false\n'
+                      '[normalize]\nstyle = "mnist"\n[splits]\ntrain = 0.5\nval = 0.0\ntest = 0.5\n')
+    result = build_dataset(recipe, tmp_path / "out", data_root=tmp_path, workers=0)
+    ds = datakit.open_dataset(result.out)
+    assert result.kept == 6 and ds.manifest["label"].isna().all()
+    assert sorted(ds.manifest["split"].value_counts().tolist()) == [3, 3]
+    x, y = ds.split("train")[0]
+    assert y == -1 and tuple(x.shape) == (1, 28, 28)
+
+
+def test_two_builds_into_one_directory_are_refused(tmp_path):
+    import fcntl
+
+    from datakit.errors import DatakitError
+
+    _png(tmp_path / "data" / "g" / "0.png", _digit(600))
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "l"\n[[sources]]\nkind = "folder"\npath = "data"\n[normalize]\nstyle = "mnist"\n')
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".build.lock", "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(DatakitError, match="Another build is writing to"):
+            build_dataset(recipe, out, data_root=tmp_path, workers=0)
+    assert build_dataset(recipe, out, data_root=tmp_path, workers=0).kept == 1
+
+
+def test_data_root_precedence(tmp_path, monkeypatch):
+    from datakit.build import plan_build
+
+    for where in ("flag", "recipe_dir/rel", "env"):
+        _png(tmp_path / where / "data" / "g" / "0.png", _digit(700))
+    recipe_dir = tmp_path / "recipe_dir"
+    text = 'name = "p"\n{root}[[sources]]\nkind = "folder"\npath = "data"\n[normalize]\nstyle = "mnist"\n'
+    (recipe_dir / "with_root.toml").write_text(text.format(root='data_root = "rel"\n'))
+    (recipe_dir / "no_root.toml").write_text(text.format(root=""))
+    monkeypatch.setenv("DATAKIT_DATA", str(tmp_path / "env"))
+    monkeypatch.chdir(tmp_path)
+    # --data-root beats the recipe's data_root (resolved against the recipe's folder), which beats $DATAKIT_DATA
+    assert plan_build(recipe_dir / "with_root.toml", data_root=tmp_path / "flag").data_root == tmp_path / "flag"
+    assert plan_build(recipe_dir / "with_root.toml").data_root == (recipe_dir / "rel").resolve()
+    assert plan_build(recipe_dir / "no_root.toml").data_root == tmp_path / "env"

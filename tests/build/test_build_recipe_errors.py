@@ -41,7 +41,7 @@ CASES = [
     (GOOD.replace('name = "tiny"', ""), r"Missing key 'name'"),
     ('name = "x"\n', r"Missing key 'sources'.*valid kinds are \{.*sklearn-digits"),
     (GOOD + '[categories]\n"0" = 3\n', r"categories.0 must be a readable name"),
-    (GOOD.replace('[splits]', '[splits]\nnear_duplicate_distance = 99'), r"between 0 and 64"),
+    (GOOD.replace('[splits]', '[splits]\nnear_duplicate_distance = 99'), r"between 0 and 32"),
 ]
 
 

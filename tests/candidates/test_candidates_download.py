@@ -177,3 +177,48 @@ def test_policy_validation():
         DownloadPolicy(timeout=0)
     with pytest.raises(ValueError, match="max_bytes must be >= 1"):
         DownloadPolicy(max_bytes=0)
+
+
+def test_https_connects_to_the_checked_address_with_the_hostname_verified(tmp_path, png_bytes):
+    """A local HTTPS server with a self-signed certificate for 'localhost' (made with openssl)."""
+    import shutil
+    import ssl
+    import subprocess
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed (needed to make a test certificate)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                   check=True, capture_output=True)
+    data = png_bytes(24, 24, seed=11)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    server.socket = server_ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        trusting = ssl.create_default_context(cafile=str(cert))
+        got = Downloader(tmp_path / "a", _policy(), ssl_context=trusting).fetch_url(f"https://localhost:{port}/x")
+        assert got.id == hashlib.sha256(data).hexdigest()
+        with pytest.raises(ImageRejected) as info:   # the system store does not trust the test certificate
+            Downloader(tmp_path / "b", _policy()).fetch_url(f"https://localhost:{port}/x")
+        assert info.value.reason == "connection_error" and "CERTIFICATE_VERIFY_FAILED" in info.value.detail
+    finally:
+        server.shutdown()
+        server.server_close()

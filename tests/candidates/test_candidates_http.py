@@ -209,3 +209,20 @@ def test_unknown_backend_lists_valid_ones():
         get_backend("openvers")
     with pytest.raises(DatakitError, match="needs a pool directory"):
         get_backend("local")
+
+
+def test_openverse_page_refusal_after_page_one_ends_results(web):
+    def answer(q, h):
+        if q["page"] == "1":
+            body = {"page_count": 50, "results": [{"url": f"{web.base}/i{k}.jpg", "license": "by",
+                                                   "license_version": "4.0"} for k in range(2)]}
+            return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
+        return 401, {"Content-Type": "application/json"}, b'{"detail": "Authentication required for page 2"}'
+
+    web.route("/v1/images/", answer)
+    backend = OpenverseBackend(base_url=web.base, page_size=2, min_interval=0)
+    assert len(backend.search("x", limit=10)) == 2
+    web.route("/v1/images/", lambda q, h: (401, {}, b"{}"))
+    with pytest.raises(BackendError, match="HTTP 401") as info:
+        OpenverseBackend(base_url=web.base, min_interval=0).search("y", limit=10)
+    assert info.value.status == 401

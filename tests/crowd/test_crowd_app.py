@@ -278,3 +278,29 @@ def test_end_to_end_in_headless_chromium(server, tmp_path):
         wait.until(lambda b: b.find_element(By.ID, "task-id").text != task_id)
     finally:
         browser.quit()
+
+
+def test_multiclass_tasks_in_the_app(crowd_dataset):
+    from datakit.crowd.tasks import make_multiclass_tasks
+
+    root, truth = crowd_dataset
+    m = open_dataset(root).manifest
+    save_tasks(root, make_multiclass_tasks(m, classes=["bag", "shirt", "shoe"], grid_size=10, gold=truth.iloc[:2],
+                                           gold_per_task=1))
+    srv = make_server(root, port=0)
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+    try:
+        status, task = _json(base + "/api/next?worker=dana")
+        assert status == 200 and task["kind"] == "multiclass" and task["choices"] == ["bag", "shirt", "shoe"]
+        answers = {i["item"]: truth[i["item"]] for i in task["items"]}
+        status, reply = _json(base + "/api/submit", {"worker": "dana", "task": task["task"], "answers": answers})
+        assert status == 200 and reply["recorded"] == len(answers)
+        assert reply["gold_total"] == 1 and reply["gold_correct"] == 1
+        status, bad = _json(base + "/api/vote", {"worker": "dana", "task": task["task"],
+                                                 "item": task["items"][0]["item"], "label": "yes"})
+        assert status == 400 and "valid values are {bag, shirt, shoe}" in bad["error"]
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -1,7 +1,6 @@
 """The label_agreement audit."""
 from __future__ import annotations
 
-import pandas as pd
 import pytest
 
 from audits import get_audit, list_audits

@@ -170,6 +170,42 @@ def test_tasks_on_a_candidates_directory(runner, crowd_dataset, tmp_path):
     frame.to_parquet(cand / "candidates.parquet")
     r = runner.invoke(cli, ["crowd", "tasks", str(cand), "--grid-size", "12", "--format", "json"])
     assert r.exit_code == 0, r.output
-    assert "1 images are candidates for more than one synset" in r.output
+    assert "1 extra questions about images that are candidates for more than one synset" in r.output
     tasks = load_tasks(cand)
-    assert tasks["item"].nunique() == 36 and set(tasks["question"]) == {"bag", "shirt", "shoe"}
+    assert tasks["item"].nunique() == 37 and set(tasks["question"]) == {"bag", "shirt", "shoe", "hat"}
+    first = m["id"].iloc[0]
+    assert tasks.loc[tasks["item"] == f"hat:{first}", "question"].tolist() == ["hat"]
+    assert tasks.loc[tasks["item"] == first, "question"].tolist() == [m["label"].iloc[0]]
+
+
+def test_next_round_of_tasks_for_images_needing_votes(prepared, runner):
+    root, truth, _ = prepared
+    r = runner.invoke(cli, ["crowd", "consensus", str(root), "--min-subset", "3", "--initial-votes", "5"])
+    assert r.exit_code == 0, r.output
+    plan = pd.read_parquet(root / "consensus.parquet")
+    need = set(plan.loc[plan["more_votes"] > 0, "item"])
+    assert need
+    first = load_tasks(root)
+    r = runner.invoke(cli, ["crowd", "tasks", str(root), "--needing-votes", "--grid-size", "6", "--gold-per-task", "0"])
+    assert r.exit_code == 0, r.output
+    tasks = load_tasks(root)
+    added = tasks[~tasks["task"].isin(first["task"])]
+    assert set(added["item"]) == need and added["task"].str.contains("-round2-").all()
+    assert len(tasks) == len(first) + len(added)  # earlier rounds are kept
+    r = runner.invoke(cli, ["crowd", "tasks", str(root), "--needing-votes", "--grid-size", "6", "--gold-per-task", "0"])
+    assert r.exit_code == 0 and load_tasks(root)["task"].str.contains("-round3-").any()
+
+
+def test_annotate_serve_clean_errors(runner, crowd_dataset):
+    import socket
+
+    root, _ = crowd_dataset
+    r = runner.invoke(cli, ["annotate", "serve", str(root), "--port", "0"])
+    assert r.exit_code == 1 and "no tasks.parquet" in r.output and "datakit crowd tasks" in r.output
+    runner.invoke(cli, ["crowd", "tasks", str(root), "--grid-size", "6"])
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        r = runner.invoke(cli, ["annotate", "serve", str(root), "--port", str(port)])
+    assert r.exit_code == 1 and f"cannot bind 127.0.0.1:{port}" in r.output

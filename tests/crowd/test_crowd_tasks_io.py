@@ -118,6 +118,8 @@ def test_mturk_export_and_import_with_malformed_rows(crowd_dataset, tmp_path):
     batch = pd.read_csv(out)
     assert len(batch) == tasks["task"].nunique()
     assert batch.loc[0, "image_url_1"] == f"https://example.org/{m.set_index('id').loc[batch.loc[0, 'item_1'], 'path']}"
+    layout = (tmp_path / "batch.html").read_text()
+    assert 'name="item_1" value="yes"' in layout and "${image_url_6}" in layout and "${image_url_7}" not in layout
     truth = truth_for_tasks(tasks, true_class)
     good = _fake_mturk_results(tasks, tmp_path / "results.csv", truth)
     result = import_mturk(tmp_path / "results.csv", tasks)

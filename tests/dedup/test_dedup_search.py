@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from datakit.dedup import (HashIndex, _blocks, _search_tables, exact_duplicate_groups, near_duplicate_groups,
+from datakit.dedup import (HashIndex, _block_radii, _blocks, _search_tables, exact_duplicate_groups, near_duplicate_groups,
                            near_duplicate_pairs, nearest_neighbors, popcount64)
 
 
@@ -73,15 +73,28 @@ def test_pairs_other_match_brute_force(r):
 
 @pytest.mark.parametrize("m", [3, 4, 5, 8])
 @pytest.mark.parametrize("self_join", [True, False])
-def test_multi_index_any_block_count_is_exact(m, self_join):
-    """The table search (not the brute-force fallback) gives the brute-force answer for any block layout."""
-    r = 7
+@pytest.mark.parametrize("r", [2, 6, 7])
+def test_multi_index_any_block_count_is_exact(m, self_join, r):
+    """The table search (not the brute-force fallback) gives the brute-force answer for any block layout,
+    with one radius per block (r // m) or the sharper per-block radii."""
     h = planted(400, r, seed=m)
     other = h if self_join else planted(300, r, seed=m + 50) ^ np.uint64(1)
-    pairs, d = _search_tables(h, other, r, _blocks(m), r // m, self_join)
     want_pairs, want_d = brute(h, r, None if self_join else other)
-    np.testing.assert_array_equal(pairs, want_pairs)
-    np.testing.assert_array_equal(d, want_d)
+    for radii in (r // m, _block_radii(r, m)):
+        pairs, d = _search_tables(h, other, r, _blocks(m), radii, self_join)
+        np.testing.assert_array_equal(pairs, want_pairs)
+        np.testing.assert_array_equal(d, want_d)
+
+
+def test_block_radii_cover_the_radius():
+    assert _block_radii(8, 3) == [2, 2, 2]
+    assert _block_radii(6, 3) == [2, 1, 1]
+    assert _block_radii(1, 3) == [0, 0, -1]
+    for r in range(0, 33):
+        for m in range(1, 12):
+            radii = _block_radii(r, m)
+            # the smallest total distance that escapes every block's radius is r + 1
+            assert sum(s + 1 for s in radii) == r + 1
 
 
 def test_large_input_uses_index_and_matches_sampled_brute_force():

@@ -254,3 +254,28 @@ def test_scale_to_uint8_edges():
     assert scale_to_uint8(np.array([0.0, 0.0])).tolist() == [0, 0]
     with pytest.raises(ValueError, match="empty"):
         scale_to_uint8(np.array([1.0]), 2.0, 1.0)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF"])
+def test_cut_or_damaged_files_are_decoded_or_rejected_never_crash(fmt, recwarn):
+    """Every prefix / byte-flip of a real encoded image: either pixels or an ImageRejected with a reason."""
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (24, 30, 3), dtype=np.uint8)).save(buf, fmt)
+    data = buf.getvalue()
+    variants = [data[:c] for c in range(0, len(data), max(1, len(data) // 40))]
+    for _ in range(40):
+        d = bytearray(data)
+        d[int(rng.integers(0, len(d)))] ^= 0xFF
+        variants.append(bytes(d))
+    reasons = set()
+    for v in variants:
+        try:
+            to_array(load_image(v))
+            reasons.add("ok")
+        except ImageRejected as exc:
+            assert exc.reason in {"empty_file", "not_an_image", "truncated", "unreadable"}
+            assert exc.detail
+            reasons.add(exc.reason)
+    assert "empty_file" in reasons and ("truncated" in reasons or "unreadable" in reasons)
+    assert not [w for w in recwarn if "PIL" in str(w.filename)]  # Pillow's warnings are logged, not raised

@@ -101,6 +101,10 @@ def test_bad_usps_files(tmp_path):
     junk.write_text("hello world\n")
     with pytest.raises(DatakitError, match="is not a USPS file"):
         read_usps(junk)
+    binary = tmp_path / "picture.h5"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    with pytest.raises(DatakitError, match="is not a USPS file"):
+        read_usps(binary)
     bad_label = tmp_path / "bad.t"
     bad_label.write_text("11 1:0.5\n")
     with pytest.raises(DatakitError, match="labels are 1..10"):

@@ -114,6 +114,9 @@ def test_expansion_lemmas_parent_and_dedup(wn):
     queries = [r["query"] for r in expand_synset("gym_shoe.n.01", wn, langs=None).rows]
     assert queries == ["gym shoe", "sneaker", "tennis shoe", "sneaker shoe"]
     assert all(r["synset"] == "n03472535" for r in expand_synset("gym_shoe.n.01", wn).rows)
+    # hyphenated lemmas count too: "T-shirt" already names a shirt
+    tee = [r["query"] for r in expand_synset("jersey.n.03", wn, langs=None).rows]
+    assert tee == ["jersey", "T-shirt", "tee shirt", "jersey shirt"]
 
 
 def test_translations_are_skipped_with_a_note_without_omw(wn):

@@ -130,3 +130,35 @@ def test_cli_wordnet_status_and_path(wn):
     assert os.path.isdir(result.output.strip())
     result = runner.invoke(cli, ["wordnet", "status", "--format", "json"])
     assert result.exit_code == 0 and '"mode"' in result.output
+
+
+def test_download_route_is_used_when_no_system_files(tmp_path, system_wordnet, monkeypatch):
+    """nltk.download is replaced by a fake that lays out the corpus the way nltk does (no network)."""
+    import shutil
+
+    import nltk
+
+    calls = []
+
+    def fake_download(name, download_dir=None, quiet=False, raise_on_error=False):
+        calls.append((name, download_dir))
+        corpus = Path(download_dir) / "corpora" / "wordnet"
+        corpus.mkdir(parents=True)
+        for f in wnmod.WORDNET_FILES:
+            shutil.copyfile(system_wordnet / f, corpus / f)
+        (corpus / "lexnames").write_text(wnmod._lexnames_text())
+        return True
+
+    monkeypatch.setattr(nltk, "download", fake_download)
+    st = provision(tmp_path, use_nltk_data=False, allow_download=True, system_dirs=[str(tmp_path / "none")])
+    assert calls == [("wordnet", str(tmp_path / "nltk_data"))]
+    assert st.mode == "download" and st.origin == "nltk.download"
+    assert wordnet_status(tmp_path, use_nltk_data=False, system_dirs=[]).mode == "download"
+
+
+def test_offline_download_failure_gives_the_clear_error(tmp_path, monkeypatch):
+    import nltk
+
+    monkeypatch.setattr(nltk, "download", lambda *a, **k: False)
+    with pytest.raises(DatakitError, match="WordNet 3.0 was not found. Do one of"):
+        provision(tmp_path, use_nltk_data=False, allow_download=True, system_dirs=[str(tmp_path / "none")])

@@ -190,3 +190,28 @@ def test_mnist_streamed_and_in_memory_agree(mnist_small_dir, tmp_path):
     assert db["epochs"][0]["eval_n"] == 200 and db["epochs"][0]["images"] == 600
     # same images, same normalisation inputs; the batch order differs, so only the scale must agree
     assert abs(da["epochs"][0]["train_loss"] - db["epochs"][0]["train_loss"]) < 0.5
+
+
+def test_bad_option_values_are_clean_errors(digits_dir, tmp_path):
+    result = _train([str(digits_dir), "--augment", "rotate", "--out", str(tmp_path / "a")])
+    assert result.exit_code == 1 and "Unknown value 'rotate' for augment" in result.output
+    result = _train([str(digits_dir), "--lr", "-1", "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1 and "lr must be > 0" in result.output
+    result = _train([str(digits_dir), "-c", "c3=half", "--out", str(tmp_path / "c")])
+    assert result.exit_code == 1 and "Valid values are {full, lecun}" in result.output
+    result = _train([str(digits_dir), "--split", "holdout", "--out", str(tmp_path / "d")])
+    assert result.exit_code == 1 and "Unknown split 'holdout'" in result.output
+
+
+def test_evaluate_other_image_size_and_all_splits(trained, tmp_path):
+    out, _ = trained
+    x, y = digits_arrays()
+    big = np.kron(x[1000:1060], np.ones((1, 2, 2), np.uint8))  # the same digits at 16x16
+    other = write_dataset(tmp_path / "big", big, y[1000:1060].tolist(), ["val"] * 30 + ["test"] * 30)
+    result = CliRunner().invoke(cli, ["evaluate", str(out), str(other), "--split", "all", "--device", "cpu",
+                                      "--format", "json"])
+    assert result.exit_code == 0, result.output
+    m = json.loads(result.output)
+    assert m["n"] == 60 and m["split"] is None and m["input_plan"] == "resize to 28x28, then pad by 2"
+    result = CliRunner().invoke(cli, ["evaluate", str(out), str(other), "--split", "train"])
+    assert result.exit_code == 1 and "Unknown split 'train'" in result.output

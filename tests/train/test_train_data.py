@@ -93,3 +93,26 @@ def test_cosine_schedule():
     assert lr_at(0.1, 50, 100) == pytest.approx(0.05)
     assert lr_at(0.1, 100, 100) == pytest.approx(0.0)
     assert lr_at(0.1, 70, 100, "constant") == 0.1
+
+
+def test_random_shift_moves_each_image_and_is_reproducible():
+    from datakit.train.data import RandomShift, make_augment
+
+    x = torch.zeros((64, 1, 9, 9), dtype=torch.uint8)
+    x[:, 0, 4, 4] = 255  # one bright pixel in the centre of every image
+    shift = RandomShift(2, seed=1)
+    shift.set_epoch(0)
+    out = shift(x)
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    assert torch.all(out.flatten(1).sum(1) == 255)  # the pixel is kept (|shift| <= 2 < border)
+    pos = out[:, 0].flatten(1).argmax(1)
+    dy, dx = pos // 9 - 4, pos % 9 - 4
+    assert dy.abs().max() <= 2 and dx.abs().max() <= 2
+    assert len(set(zip(dy.tolist(), dx.tolist()))) > 10  # per-image offsets, not one per batch
+    shift.set_epoch(0)
+    assert torch.equal(shift(x), out)
+    shift.set_epoch(1)
+    assert not torch.equal(shift(x), out)
+    assert make_augment("none") is None and make_augment("shift:3").max_shift == 3
+    with pytest.raises(ValueError, match=r"Valid values are \{none, shift, shift:N\}"):
+        make_augment("rotate")

@@ -69,10 +69,10 @@ class DawidSkene:
 
     # -- hooks the one-coin variant overrides -------------------------------------------
     def _m_errors(self, probas: np.ndarray, w: np.ndarray, t: np.ndarray, lab: np.ndarray,
-                  n_workers: int, n_labels: int) -> np.ndarray:
-        counts = np.full((n_workers, n_labels, n_labels), float(self.smoothing))
-        # counts[w, k, l] += P(t = k) for each vote (t, w, l)
-        np.add.at(counts, (w, slice(None), lab), probas[t])
+                  n_workers: int, n_labels: int, votes) -> np.ndarray:
+        # counts[w, k, l] = smoothing + sum of P(t = k) over the votes (t, w, l), as one sparse product
+        summed = np.asarray(votes.T @ probas).reshape(n_workers, n_labels, n_labels)  # [w, l, k]
+        counts = summed.transpose(0, 2, 1) + float(self.smoothing)
         totals = counts.sum(axis=2, keepdims=True)
         uniform = np.full_like(counts, 1.0 / n_labels)
         return np.where(totals > 0, counts / np.where(totals > 0, totals, 1.0), uniform)
@@ -87,11 +87,19 @@ class DawidSkene:
             raise ValueError(f"smoothing must be >= 0, got {self.smoothing!r}")
 
     @staticmethod
-    def _e_step(priors, errors, t, w, lab, n_tasks):
+    def _votes_matrix(w, t, lab, n_workers, n_labels, n_tasks):
+        """Sparse (n_tasks, n_workers * n_labels) matrix with a 1 for each vote (task t, worker w, label l)."""
+        from scipy import sparse
+
+        return sparse.csr_matrix((np.ones(len(t)), (t, w * n_labels + lab)), shape=(n_tasks, n_workers * n_labels))
+
+    def _e_step(self, priors, errors, votes):
+        n_workers, n_labels = errors.shape[0], errors.shape[1]
+        # log(0) is taken as log(1e-300): an impossible vote weighs about -690 instead of -inf
+        log_errors = np.log(np.maximum(errors, 1e-300))  # [w, k, l]
+        by_vote = log_errors.transpose(0, 2, 1).reshape(n_workers * n_labels, n_labels)  # row w*K + l -> [k]
         with np.errstate(divide="ignore"):
-            log_errors = np.log(errors)
-            logp = np.tile(np.log(priors), (n_tasks, 1))
-        np.add.at(logp, t, log_errors[w, :, lab])
+            logp = np.log(priors)[None, :] + np.asarray(votes @ by_vote)
         top = logp.max(axis=1, keepdims=True)
         dead = ~np.isfinite(top[:, 0])
         top[dead] = 0.0
@@ -130,12 +138,13 @@ class DawidSkene:
         probas = np.zeros((n_t, n_k))
         np.add.at(probas, (t, lab), 1.0)
         probas = clamp(probas / probas.sum(axis=1, keepdims=True))
+        votes = self._votes_matrix(w, t, lab, n_w, n_k, n_t)
         loglik = float("nan")
         n_done = 0
         for n_done in range(1, self.n_iter + 1):
             priors = probas.mean(axis=0)
-            errors = self._m_errors(probas, w, t, lab, n_w, n_k)
-            new, loglik = self._e_step(priors, errors, t, w, lab, n_t)
+            errors = self._m_errors(probas, w, t, lab, n_w, n_k, votes)
+            new, loglik = self._e_step(priors, errors, votes)
             new = clamp(new)
             delta = float(np.abs(new - probas).max())
             probas = new

@@ -18,7 +18,7 @@ class OneCoinDawidSkene(DawidSkene):
     Same parameters and attributes as :class:`~datakit.crowd.aggregation.DawidSkene`.
     """
 
-    def _m_errors(self, probas, w, t, lab, n_workers, n_labels):
+    def _m_errors(self, probas, w, t, lab, n_workers, n_labels, votes):
         hits = np.zeros(n_workers)
         np.add.at(hits, w, probas[t, lab])
         n = np.bincount(w, minlength=n_workers).astype(float)

@@ -12,7 +12,17 @@ __all__ = ["SearchResult", "SearchBackend", "BackendError", "BACKENDS", "registe
 
 
 class BackendError(DatakitError):
-    """A search backend failed (network, HTTP status, malformed response); the run can be resumed."""
+    """A search backend failed (network, HTTP status, malformed response); the run can be resumed.
+
+    Attributes
+    ----------
+    status : int or None
+        The HTTP status that caused it, when there was one.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -158,14 +159,17 @@ class HttpClient:
             except urllib.error.HTTPError as exc:
                 status = exc.code
                 if status != 429 and status < 500:
-                    raise BackendError(f"{_redact(url)} answered HTTP {status} {exc.reason}.") from None
+                    raise BackendError(f"{_redact(url)} answered HTTP {status} {exc.reason}.", status=status) from None
                 retry_wait = retry_after_seconds(exc.headers.get("Retry-After") if exc.headers else None)
                 problem = f"HTTP {status}"
-            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as exc:
+                status = None
                 problem = f"{type(exc).__name__}: {getattr(exc, 'reason', exc)}"
+            except ValueError as exc:  # a malformed URL (e.g. from a json-http config)
+                raise BackendError(f"cannot request {_redact(url)}: {exc}") from None
             if attempt >= self.max_retries:
                 raise BackendError(f"{_redact(url)} failed after {attempt + 1} attempts ({problem}). "
-                                   "Results fetched so far are kept; re-run to resume.")
+                                   "Results fetched so far are kept; re-run to resume.", status=status)
             wait = retry_wait if retry_wait is not None else self.backoff * (2 ** attempt)
             wait = min(wait, self.max_backoff)
             logger.warning("%s: %s; retry %d/%d in %.1fs", _redact(url), problem, attempt + 1, self.max_retries, wait)

@@ -264,7 +264,7 @@ class LocalBackend(SearchBackend):
     """
 
     def __init__(self, pool: str | os.PathLike, index_path: str | os.PathLike | None = None, mode: str = "all",
-                 page_size: int = 500) -> None:
+                 page_size: int = 2000) -> None:
         if mode not in MATCH_MODES:
             raise ValueError(f"Unknown value {mode!r} for mode. Valid values are {set(MATCH_MODES)}.")
         self.index = PoolIndex(pool, index_path)

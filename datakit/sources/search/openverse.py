@@ -8,6 +8,7 @@ results a page and a limited number of pages.
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Iterator
 
@@ -17,6 +18,8 @@ from datakit.sources.search.http import HttpClient
 __all__ = ["OpenverseBackend", "OPENVERSE_URL", "openverse_license"]
 
 OPENVERSE_URL = "https://api.openverse.org"
+
+logger = logging.getLogger(__name__)
 
 
 def openverse_license(code: str | None, version: str | None) -> str:
@@ -71,9 +74,17 @@ class OpenverseBackend(SearchBackend):
     def iter_results(self, query: str, limit: int) -> Iterator[SearchResult]:
         rank, page = 0, 1
         while rank < limit:
-            data = self.client.get_json(f"{self.base_url}/v1/images/",
-                                        {"q": query, "page": page, "page_size": self.page_size,
-                                         "license_type": self.license_type})
+            try:
+                data = self.client.get_json(f"{self.base_url}/v1/images/",
+                                            {"q": query, "page": page, "page_size": self.page_size,
+                                             "license_type": self.license_type})
+            except BackendError as exc:
+                # anonymous clients may only page so deep: a refusal after page 1 ends the results
+                if page > 1 and exc.status in (400, 401, 403):
+                    logger.warning("Openverse refused page %d for %r (HTTP %s); keeping %d results",
+                                   page, query, exc.status, rank)
+                    return
+                raise
             if not isinstance(data, dict) or not isinstance(data.get("results"), list):
                 raise BackendError(f"Openverse answered without a 'results' list for {query!r} (page {page}).")
             for item in data["results"]:
