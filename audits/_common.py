@@ -241,12 +241,18 @@ def sample_rows(frame: pd.DataFrame, n: int, rng: np.random.Generator,
         take = np.sort(rng.choice(len(frame), size=n, replace=False))
         return frame.iloc[take]
     parts = []
-    strata = stratify.loc[frame.index].fillna("(none)")
+    strata = stratify.loc[frame.index].astype(object).where(stratify.loc[frame.index].notna(), "(none)")
     counts = strata.value_counts()
-    quota = (counts / counts.sum() * n).round().astype(int).clip(lower=1)
+    # largest-remainder apportionment: exactly n rows, each stratum in proportion to its size
+    exact = counts / counts.sum() * n
+    quota = np.floor(exact).astype(int)
+    short = n - int(quota.sum())
+    if short > 0:
+        order = (exact - quota).sort_values(ascending=False, kind="stable").index[:short]
+        quota[order] += 1
     for value, q in quota.items():
-        part = frame[strata == value]
-        parts.append(sample_rows(part, int(q), rng))
+        if q > 0:
+            parts.append(sample_rows(frame[(strata == value).to_numpy()], int(q), rng))
     return pd.concat(parts).sort_index()
 
 

@@ -4,7 +4,7 @@ Build the two datasets first (pixels unchanged; see the recipes):
 
     .venv/bin/datakit build recipes/cifar10_test.toml --out demo/cifar10_test --data-root ../shared/data
     .venv/bin/datakit build recipes/imagenette_subset.toml --out demo/imagenette_subset --data-root ../shared/data
-    .venv/bin/python bench/audit_natural.py [--out bench/out/audit_natural] [--threads 2]
+    .venv/bin/python bench/audit_natural.py [--out out/audit_natural] [--threads 2]
 
 Their overlapping classes: CIFAR "dog" ~ Imagenette n02102040 (English
 springer), CIFAR "truck" ~ n03417042 (garbage truck); the class map says so.
@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cifar", default="demo/cifar10_test")
     ap.add_argument("--imagenette", default="demo/imagenette_subset")
-    ap.add_argument("--out", default="bench/out/audit_natural")
+    ap.add_argument("--out", default="out/audit_natural")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--audits", default="name_that_dataset,cross_dataset,average_image,low_level_stats,"
                                         "orientation_artifacts,balance")

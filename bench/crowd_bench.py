@@ -12,7 +12,8 @@ search results). Votes come from the seeded simulated crowd.
 
 Usage::
 
-    .venv/bin/python bench/crowd_bench.py [--seeds 3] [--per-class 300] [--noise 100]
+    .venv/bin/python bench/crowd_bench.py [--seeds 3] [--builtin [--per-class 300] [--noise 100]]
+                                          [--candidates candidates.parquet --ground-truth ground_truth.csv]
 """
 from __future__ import annotations
 
@@ -43,14 +44,14 @@ def _labels() -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=8).astype(int)
 
 
-def e_pool() -> tuple[pd.DataFrame, pd.Series] | None:
+def e_pool(cand: Path | None = None, gt: Path | None = None) -> tuple[pd.DataFrame, pd.Series] | None:
     """E's candidate pool, when it is there and joins to its ground truth.
 
     Every (synset, image) row is one yes/no question, keyed ``<synset>:<id>``:
     an image found for two synsets is asked about for both (as in ImageNet).
     """
-    cand = ROOT / "demo" / "fashion_candidates" / "candidates.parquet"
-    gt = ROOT / "demo" / "fashion_pool" / "ground_truth.csv"
+    cand = cand or ROOT / "demo" / "fashion_candidates" / "candidates.parquet"
+    gt = gt or ROOT / "demo" / "fashion_pool" / "ground_truth.csv"
     if not (cand.exists() and gt.exists()):
         return None
     c = pd.read_parquet(cand, columns=["synset", "id"])
@@ -165,16 +166,19 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--per-class", type=int, default=300)
     ap.add_argument("--noise", type=int, default=100)
+    ap.add_argument("--candidates", type=Path, help="candidates.parquet (default: demo/fashion_candidates/)")
+    ap.add_argument("--ground-truth", type=Path, help="ground_truth.csv (default: demo/fashion_pool/)")
+    ap.add_argument("--builtin", action="store_true", help="Use the pool built here even when E's is there.")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    found = e_pool()
+    found = None if args.builtin else e_pool(args.candidates, args.ground_truth)
     if found is not None:
         pool, true_class = found
-        origin = "engineer E's demo/fashion_candidates (truth: true_label of demo/fashion_pool/ground_truth.csv)"
+        origin = "engineer E's candidate pool (truth: true_label of its ground_truth.csv)"
     else:
         pool, true_class = fashion_pool(args.per_class, args.noise)
-        origin = (f"built from {FASHION} t10k: {args.per_class} members + {args.noise} other-class images per class "
-                  "(E's demo pool not found)")
+        origin = (f"built from {FASHION} t10k: {args.per_class} members + {args.noise} other-class images per class"
+                  + ("" if args.builtin else " (E's demo pool not found)"))
     seeds = list(range(args.seeds))
     n_pos = int((true_class[pool["id"]].to_numpy() == pool["label"].to_numpy()).sum())
     print(f"pool: {origin}; {len(pool)} candidate rows ({pool['image'].nunique()} distinct images), {n_pos} correct "

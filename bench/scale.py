@@ -230,6 +230,62 @@ def step_audit(args) -> dict:
     return out
 
 
+def pool_hashes(n: int, work: Path) -> np.ndarray:
+    """64-bit pHashes of every image of pool ``n`` (cached next to the pool), as the build stores them."""
+    from datakit.hashing import phash_many
+    from datakit.sources.idx import read_idx
+
+    images_path, _ = make_pool(n, work)
+    cache = images_path.parent / "phash.npy"
+    if cache.exists():
+        return np.load(cache)
+    hashes = phash_many(read_idx(images_path))
+    np.save(cache, hashes)
+    return hashes
+
+
+def step_dedup(args) -> dict:
+    """Near-duplicate search alone over pool ``n``'s hashes (the audit's and the build's core search)."""
+    from datakit.dedup import near_duplicate_groups
+
+    hashes = pool_hashes(args.n, Path(args.work))
+    base = _peak_self_mb()
+    t0 = time.perf_counter()
+    groups = near_duplicate_groups(hashes, 4)
+    seconds = time.perf_counter() - t0
+    return {"n_hashes": int(len(hashes)), "dedup_seconds": seconds,
+            "groups_with_several": int((np.bincount(groups) > 1).sum()),
+            "driver_peak_mb": _peak_self_mb(), "peak_before_search_mb": base}
+
+
+def step_writer(args) -> dict:
+    """Stream an ``n``-row manifest through ``DatasetWriter.write_manifest`` in 16,384-row frames."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from datakit.store.writer import DatasetWriter
+
+    rng = np.random.default_rng(0)
+    step = 16384
+
+    def frames():
+        for lo in range(0, args.n, step):
+            k = min(step, args.n - lo)
+            ids = [f"{v:064x}" for v in rng.integers(0, 2**62, k)]
+            yield pd.DataFrame({"id": ids, "path": [f"images/{i[:2]}/{i}.png" for i in ids],
+                                "label": rng.integers(0, 20, k).astype(str), "split": "train",
+                                "source": "pool", "source_ref": [f"train-images-idx3-ubyte#{lo + j}" for j in range(k)],
+                                "width": 28, "height": 28, "phash": rng.integers(0, 2**63, k).astype(np.uint64)})
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = DatasetWriter(out).write_manifest(frames())
+    seconds = time.perf_counter() - t0
+    meta = pq.ParquetFile(out / "manifest.parquet").metadata
+    return {"rows": rows, "row_groups": meta.num_row_groups, "seconds": seconds, "driver_peak_mb": _peak_self_mb()}
+
+
 def run_measured(cmd: list[str], timeout: float | None) -> tuple[dict, float, float]:
     """Run ``cmd``; return (its JSON result, wall seconds, peak summed RSS of its process tree in MB)."""
     import psutil
@@ -289,7 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=None, help="give up on one step after this many seconds")
     parser.add_argument("--combine", default=None,
                         help="comma-separated JSON files of earlier runs: merge their rows and refit (no new runs)")
-    parser.add_argument("--step", choices=["build", "audit", "pool"], help=argparse.SUPPRESS)
+    parser.add_argument("--search-only", action="store_true",
+                        help="only time near-duplicate search over each pool's pHashes (no build)")
+    parser.add_argument("--writer-only", action="store_true",
+                        help="only stream an N-row manifest through DatasetWriter.write_manifest (no build)")
+    parser.add_argument("--step", choices=["build", "audit", "pool", "dedup", "writer"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -304,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
             make_pool(args.n, Path(args.work))
             print(json.dumps({"seconds": time.perf_counter() - t0}))
             return 0
-        print(json.dumps(step_build(args) if args.step == "build" else step_audit(args)))
+        steps = {"build": step_build, "audit": step_audit, "dedup": step_dedup, "writer": step_writer}
+        print(json.dumps(steps[args.step](args)))
         return 0
 
     if args.combine:
@@ -321,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     me = [sys.executable, str(Path(__file__).resolve())]
+    if args.search_only or args.writer_only:
+        return _components(args, sizes, work, me)
     rows = []
     for n in sizes:
         info, wall, _ = run_measured(me + ["--step", "pool", "--n", str(n), "--work", str(work)], args.timeout)
@@ -364,6 +427,35 @@ def _report(rows: list[dict], backends: list[str], sizes: list[int], args) -> in
         }
     result = {"rows": rows, "fits": fits, "sizes": sizes, "workers": args.workers, "style": args.style,
               "cpu_count": os.cpu_count()}
+    text = json.dumps(result, indent=2)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _components(args, sizes: list[int], work: Path, me: list[str]) -> int:
+    """Near-duplicate search or manifest streaming alone, per size, each in a fresh subprocess."""
+    rows = []
+    for n in sizes:
+        if args.search_only:
+            run_measured(me + ["--step", "pool", "--n", str(n), "--work", str(work)], args.timeout)
+            res, wall, tree = run_measured(me + ["--step", "dedup", "--n", str(n), "--work", str(work)], args.timeout)
+            row = {"n": n, "what": "near-duplicate search (r=4)", "seconds": round(res["dedup_seconds"], 3),
+                   "groups_with_several": res["groups_with_several"], "driver_peak_mb": round(res["driver_peak_mb"], 1),
+                   "peak_before_search_mb": round(res["peak_before_search_mb"], 1)}
+        else:
+            out = work / f"writer-{n}"
+            res, wall, tree = run_measured(me + ["--step", "writer", "--n", str(n), "--work", str(work),
+                                                 "--out", str(out)], args.timeout)
+            shutil.rmtree(out, ignore_errors=True)
+            row = {"n": n, "what": "manifest streaming", "seconds": round(res["seconds"], 3),
+                   "row_groups": res["row_groups"], "driver_peak_mb": round(res["driver_peak_mb"], 1)}
+        print(f"{row}", file=sys.stderr, flush=True)
+        rows.append(row)
+    ns = [r["n"] for r in rows]
+    result = {"rows": rows, "k": fit_exponent(ns, [r["seconds"] for r in rows]), "nlogn_k": nlogn_exponent(ns),
+              "peak_ratio_per_10x": _ratio_per_10x([dict(r, backend="-") for r in rows], "driver_peak_mb")}
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from datakit.errors import DatakitError, ImageRejected, RecipeError
 from datakit.recipe import Recipe, SourceSpec, _make_normalizer, load_recipe, resolve_data_root
@@ -401,7 +402,7 @@ def _class_order(labels: list[str], categories: dict[str, str]) -> list[str]:
 
 def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Dedupe, group, split. Returns (manifest, rejected, stats)."""
-    from datakit.dedup import near_duplicate_groups
+    from datakit.dedup import confirmed_duplicate_groups, near_duplicate_groups, thumbnail
 
     recipe = plan.recipe
     frames = []
@@ -441,7 +442,22 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     # near duplicates -> one split per group
     dist = recipe.splits.near_duplicate_distance
     hashes = kept["phash"].to_numpy(dtype=np.uint64)
-    groups = near_duplicate_groups(hashes, dist) if len(kept) else np.zeros(0, np.int64)
+    if not len(kept):
+        groups = np.zeros(0, np.int64)
+    elif recipe.splits.near_duplicate_verify == "pixels":
+        paths = kept["path"].to_numpy()
+
+        def thumbnails(indices: np.ndarray) -> np.ndarray:
+            out_ = np.empty((len(indices), 1024), dtype=np.float32)
+            for k, i in enumerate(indices):
+                with Image.open(out / paths[i]) as im:
+                    out_[k] = thumbnail(np.asarray(im))
+            return out_
+
+        groups = confirmed_duplicate_groups(hashes, dist, thumbnails,
+                                            min_similarity=recipe.splits.near_duplicate_similarity)
+    else:
+        groups = near_duplicate_groups(hashes, dist)
     spec_split = recipe.splits
     strategy = spec_split.strategy if spec_split.strategy != "source" else spec_split.fallback
     fixed = kept["fixed"].astype(object).where(kept["fixed"].notna(), None).tolist()
@@ -465,6 +481,8 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     stats = {
         "near_duplicates": {
             "max_distance": dist,
+            "verify": recipe.splits.near_duplicate_verify,
+            "min_similarity": recipe.splits.near_duplicate_similarity,
             "groups_with_several_images": int((sizes > 1).sum()),
             "images_in_such_groups": int(sizes[sizes > 1].sum()),
             "largest_group": int(sizes.max()) if len(sizes) else 0,

@@ -65,7 +65,9 @@ TOP_LEVEL_KEYS = ("name", "description", "seed", "data_root", "sources", "normal
 SOURCE_KEYS = ("name", "kind", "optional", "label_map", "labels", "drop_unmapped", "keep_split", "fallback_for")
 #: Keys of the ``[splits]`` table.
 SPLIT_KEYS = ("strategy", "fallback", "train", "val", "test", "per_class", "val_per_class", "seed",
-              "near_duplicate_distance")
+              "near_duplicate_distance", "near_duplicate_verify", "near_duplicate_similarity")
+#: How near-duplicate candidates (hash matches) are confirmed.
+NEAR_DUPLICATE_VERIFY = ("pixels", "hash")
 #: Split protocols: stratified fractions, N images per class for training
 #: (Caltech101; the rest to test), or the sources' own splits.
 SPLIT_STRATEGIES = ("fractions", "per-class", "source")
@@ -134,7 +136,15 @@ class SplitSpec:
     seed : int
     near_duplicate_distance : int
         Images whose perceptual hashes differ in at most this many bits (0-32)
-        form a group that always lands in one split.
+        are near-duplicate candidates; confirmed ones form a group that always
+        lands in one split.
+    near_duplicate_verify : {"pixels", "hash"}
+        ``"pixels"`` (default): a candidate pair counts only when the images'
+        32x32 grayscale thumbnails correlate at ``near_duplicate_similarity``
+        or more (a 64-bit hash alone confuses different small digits);
+        ``"hash"``: every hash match counts.
+    near_duplicate_similarity : float
+        Smallest thumbnail correlation that confirms a pair (default 0.98).
     """
 
     strategy: str = "fractions"
@@ -146,6 +156,8 @@ class SplitSpec:
     val_per_class: int = 0
     seed: int = 0
     near_duplicate_distance: int = 4
+    near_duplicate_verify: str = "pixels"
+    near_duplicate_similarity: float = 0.98
 
 
 @dataclass(frozen=True)
@@ -436,8 +448,17 @@ def _parse_splits(raw: Any, seed: int, origin: str | None) -> SplitSpec:
     if not 0 <= dist <= max_dist:
         raise RecipeError(f"splits.near_duplicate_distance must be between 0 and {max_dist} (bits of a 64-bit "
                           f"perceptual hash), got {dist!r}{_where(origin)}.")
+    verify = raw.get("near_duplicate_verify", "pixels")
+    if verify not in NEAR_DUPLICATE_VERIFY:
+        raise RecipeError(f"Unknown value {verify!r} for splits.near_duplicate_verify{_where(origin)}. "
+                          f"Valid values are {{{', '.join(NEAR_DUPLICATE_VERIFY)}}}.")
+    sim = raw.get("near_duplicate_similarity", 0.98)
+    if isinstance(sim, bool) or not isinstance(sim, (int, float)) or not -1.0 <= float(sim) <= 1.0:
+        raise RecipeError(f"splits.near_duplicate_similarity must be a number in [-1, 1], got {sim!r}"
+                          f"{_where(origin)}.")
     return SplitSpec(strategy=strategy, fallback=fallback, train=fr["train"], val=fr["val"], test=fr["test"],
-                     per_class=per_class, val_per_class=val_pc, seed=split_seed, near_duplicate_distance=dist)
+                     per_class=per_class, val_per_class=val_pc, seed=split_seed, near_duplicate_distance=dist,
+                     near_duplicate_verify=verify, near_duplicate_similarity=float(sim))
 
 
 def parse_recipe(text_or_dict: str | Mapping, *, origin: str | os.PathLike | None = None) -> Recipe:

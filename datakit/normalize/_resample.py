@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["KERNELS", "axis_weights", "weights_one", "weights_pair", "centers", "resize_array"]
+__all__ = ["KERNELS", "axis_weights", "weights_pair", "centers"]
 
 _STEPS = 256  # table samples per pixel
 
@@ -107,48 +107,12 @@ def axis_weights(n_in: int, n_out: int, scale: np.ndarray | float, center_in: np
     return np.ascontiguousarray(full[:, :, pad:pad + n_in])
 
 
-@lru_cache(maxsize=512)
-def _resize_weights(n_in: int, n_out: int, kernel: str) -> np.ndarray:
-    w = axis_weights(n_in, n_out, n_out / n_in, n_in / 2.0, n_out / 2.0, kernel)[0]
-    w.setflags(write=False)
-    return w
-
-
-def resize_array(a: np.ndarray, height: int, width: int, kernel: str = "triangle") -> np.ndarray:
-    """Resize (H, W) or (H, W, C) pixels to (height, width[, C]) float32, anti-aliased."""
-    wy = _resize_weights(a.shape[0], height, kernel)
-    wx = _resize_weights(a.shape[1], width, kernel)
-    af = a.astype(np.float32, copy=False)
-    if af.ndim == 2:
-        return wy @ af @ wx.T
-    return np.einsum("ih,hwc,jw->ijc", wy, af, wx, optimize=True)
-
-
 @lru_cache(maxsize=1024)
 def centers(n: int) -> np.ndarray:
     """Pixel centers ``0.5, 1.5, ..., n - 0.5`` as float32 (cached, read-only)."""
     c = np.arange(n, dtype=np.float32) + np.float32(0.5)
     c.setflags(write=False)
     return c
-
-
-def weights_one(n_in: int, n_out: int, scale: float, center_in: float, center_out: float,
-                kernel: str = "triangle") -> np.ndarray:
-    """:func:`axis_weights` for one image and small ``n_in`` (dense, no band): (n_out, n_in) float32."""
-    table, r = _table(kernel)
-    fs = min(scale, 1.0) * _STEPS
-    pad = int((r - 1.0) * _STEPS / fs) + 2  # virtual zero pixels beyond each edge (see axis_weights)
-    # x[i, k] = ((k + 0.5) - y_i) * fs + r * S + 0.5 with y_i = (i + 0.5 - center_out) / scale + center_in
-    y = centers(n_out) * np.float32(fs / scale) + np.float32(fs * (center_in - center_out / scale) - r * _STEPS - 0.5
-                                                              + pad * fs)
-    x = centers(n_in + 2 * pad) * np.float32(fs) - y[:, None]
-    np.maximum(x, 0, out=x)  # (np.clip costs more in Python overhead than two ufunc calls)
-    np.minimum(x, len(table) - 1, out=x)
-    w = table.take(x.astype(np.int32))
-    s = w.sum(axis=1, keepdims=True)
-    s[s < 1e-6] = np.inf
-    w /= s
-    return w[:, pad:pad + n_in]
 
 
 @lru_cache(maxsize=64)

@@ -59,6 +59,7 @@ def report_dict(run) -> dict:
     for r in run.results:
         audits[r.name] = {
             "status": run.status.get(r.name), "skipped": r.skipped, "seconds": run.seconds.get(r.name),
+            "cpu_seconds": run.cpu_seconds.get(r.name),
             "summary": to_jsonable(r.summary), "notes": list(r.notes),
             "tables": {k: to_jsonable(v) for k, v in r.tables.items()},
             "per_image": to_jsonable(r.per_image) if r.per_image is not None else None,

@@ -33,6 +33,9 @@ class AuditRun:
         audit name -> ``"ok"``, ``"skipped"`` or ``"failed"``.
     seconds : dict
         audit name -> wall time in seconds.
+    cpu_seconds : dict
+        audit name -> CPU time of this process (all its threads) in seconds; on a
+        shared machine a better measure of the work than wall time.
     datasets : list of dict
         name, path, checksum, images, classes, splits of each input.
     created : str
@@ -44,6 +47,7 @@ class AuditRun:
     results: list = field(default_factory=list)
     status: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     datasets: list[dict] = field(default_factory=list)
     created: str = ""
     options: dict[str, dict] = field(default_factory=dict)
@@ -219,7 +223,7 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
     for name, (fn, kwargs) in calls.items():
         if progress is not None:
             progress(name, False)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             result = fn(list(datasets), **kwargs)
             if not isinstance(result, AuditResult):
@@ -230,11 +234,13 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
             result = AuditResult(name=name, skipped=f"failed: {type(exc).__name__}: {exc}",
                                  info={"error": str(exc), "traceback": traceback.format_exc()})
             status = "failed"
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
         result.info.setdefault("seconds", round(seconds, 3))
+        result.info.setdefault("cpu_seconds", round(cpu, 3))
         run.results.append(result)
         run.status[name] = status
         run.seconds[name] = seconds
+        run.cpu_seconds[name] = cpu
         if progress is not None:
             progress(name, True)
     return run

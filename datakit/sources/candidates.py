@@ -391,26 +391,95 @@ class CandidatesSource(Source):
         are yielded once per synset, as ImageNet's candidate pool had them).
     synsets : list of str, optional
         Only these wnids.
+    search : str, optional
+        A search backend spec (``local:POOL_DIR``, ``openverse``, ...). When
+        given, the source *runs* the candidates stage into ``path`` first (or
+        resumes it), so one recipe chains synset selection, search and build.
+    categories : str, optional
+        With ``search``: a ``categories.csv`` or wnid list.
+    select : table, optional
+        With ``search``, instead of ``categories``: a synset selection,
+        ``{strategy = "subtree", root = "dog.n.01", leaves_only = true, count = 10}``
+        (any :mod:`datakit.taxonomy.select` strategy and its options).
+    per_synset : int
+        With ``search``: results per synset (default 100).
+    allow_private : bool
+        With ``search``: allow downloads from non-public addresses.
 
     Each item's ``label`` is the wnid; ``meta`` carries query, expansion,
     rank, license, attribution, backend and the ambiguity flag.
     """
 
-    OPTIONS = ("path", "drop_ambiguous", "synsets")
+    OPTIONS = ("path", "drop_ambiguous", "synsets", "search", "categories", "select", "per_synset", "allow_private")
 
     def __init__(self, name: str | None = None, data_root: str | os.PathLike | None = None, *,
                  path: str | os.PathLike | None = None, drop_ambiguous: bool = False,
-                 synsets: Sequence[str] | None = None) -> None:
+                 synsets: Sequence[str] | None = None, search: str | None = None,
+                 categories: str | os.PathLike | None = None, select: dict | None = None,
+                 per_synset: int = 100, allow_private: bool = False) -> None:
         super().__init__(name=name)
-        if path is None:
-            raise DatakitError(f"source {self.name!r} (candidates): option 'path' (a candidates directory) is required")
-        from datakit.sources._paths import resolve_path
+        from datakit.sources._paths import candidate_paths, resolve_path
 
-        self.root = resolve_path(path, option="path", kind=self.kind, name=self.name, data_root=data_root, want="dir")
+        where = f"source {self.name!r} (candidates)"
+        if path is None:
+            raise DatakitError(f"{where}: option 'path' (a candidates directory) is required")
+        self.search = search
+        if search is None:
+            for opt, value in (("categories", categories), ("select", select)):
+                if value is not None:
+                    raise DatakitError(f"{where}: option {opt!r} needs 'search' (a backend such as 'local:POOL_DIR').")
+            self.root = resolve_path(path, option="path", kind=self.kind, name=self.name, data_root=data_root,
+                                     want="dir")
+        else:
+            if (categories is None) == (select is None):
+                raise DatakitError(f"{where}: with 'search', give exactly one of 'categories' (a file) or "
+                                   "'select' (e.g. {strategy = \"subtree\", root = \"dog.n.01\"}).")
+            tried = candidate_paths(path, data_root)
+            self.root = next((p for p in tried if p.is_dir()), tried[0])
+            kind, _, arg = str(search).partition(":")
+            if kind == "local" and arg:
+                arg = str(resolve_path(arg, option="search", kind=self.kind, name=self.name, data_root=data_root,
+                                       want="dir"))
+            self.search = f"{kind}:{arg}" if arg else kind
+            self.categories_path = None if categories is None else resolve_path(
+                categories, option="categories", kind=self.kind, name=self.name, data_root=data_root, want="file")
+            if select is not None and (not isinstance(select, dict) or "strategy" not in select):
+                raise DatakitError(f"{where}: 'select' must be a table with a 'strategy' key, got {select!r}.")
+            self.select = select
+            if not isinstance(per_synset, int) or per_synset < 1:
+                raise DatakitError(f"{where}: 'per_synset' must be a positive integer, got {per_synset!r}.")
+            self.per_synset = per_synset
+            self.allow_private = bool(allow_private)
         self.drop_ambiguous = bool(drop_ambiguous)
         self.synsets = None if synsets is None else [str(s) for s in synsets]
+        self._prepared = False
+
+    def prepare(self) -> None:
+        """Run (or resume) the candidates stage when the source was given ``search``."""
+        if self.search is None or self._prepared:
+            return
+        info = self.root / "run.json"
+        if (self.root / "candidates.parquet").exists() and info.exists() and json.loads(info.read_text()).get("complete"):
+            self._prepared = True
+            return
+        from datakit.sources.search import get_backend
+        from datakit.taxonomy.select import categories_frame, read_categories, select_synsets
+
+        if self.categories_path is not None:
+            frame = read_categories(self.categories_path)
+        else:
+            options = {k: v for k, v in self.select.items() if k != "strategy"}
+            frame = categories_frame(select_synsets(self.select["strategy"], **options))
+        kind = self.search.partition(":")[0]
+        options = {} if kind == "local" else {"cache_dir": str(self.root / ".http-cache")}
+        run = collect_candidates(frame, get_backend(self.search, **options), self.root, per_synset=self.per_synset,
+                                 policy=DownloadPolicy(allow_private=self.allow_private))
+        if run.failure:
+            raise DatakitError(f"{run.failure} (build again to resume the candidates stage in {self.root})")
+        self._prepared = True
 
     def validate(self) -> None:
+        self.prepare()
         if not (self.root / "candidates.parquet").exists():
             raise DatakitError(f"{self.root} has no candidates.parquet; make it with "
                                f"`datakit candidates CATEGORIES --source ... --out {self.root}`.")

@@ -136,6 +136,8 @@ def _find_in_nltk(exclude: Path | None = None) -> Path | None:
         if exclude is not None and base_path.resolve() == exclude.resolve():
             continue
         for candidate in (base_path / "corpora" / "wordnet", base_path / "corpora" / "wordnet.zip"):
+            if candidate.is_dir() and (candidate / _PROVENANCE).exists():
+                continue  # a copy datakit made (possibly for another cache): not "nltk's own"
             if candidate.is_dir() and (candidate / "data.noun").exists() and (candidate / "lexnames").exists():
                 return candidate
             if candidate.is_file():

@@ -93,13 +93,32 @@ def test_splits_stratified_and_groups_kept_together(digits_build):
         assert abs(frac.get("train", 0) - 0.7) < 0.08, (label, frac.to_dict())
         assert abs(frac.get("test", 0) - 0.2) < 0.08, (label, frac.to_dict())
     assert m.groupby("near_dup_group")["split"].nunique().max() == 1
-    # recompute the near-duplicate graph from the stored hashes: no pair straddles splits
+    # recompute the pixel-confirmed near-duplicate graph from the stored images:
+    # no confirmed pair straddles splits
+    from datakit.dedup import near_duplicate_pairs, thumbnail
+
+    pairs = near_duplicate_pairs(m["phash"].to_numpy(np.uint64), 2)
+    assert len(pairs) > 0  # sklearn's digits have hash matches at 28x28
+    thumbs = np.stack([thumbnail(np.asarray(Image.open(out / p))) for p in m["path"]])
+    confirmed = pairs[np.einsum("ij,ij->i", thumbs[pairs[:, 0]], thumbs[pairs[:, 1]]) >= 0.98]
+    s = m["split"].to_numpy()
+    assert (s[confirmed[:, 0]] == s[confirmed[:, 1]]).all()
+    info = json.loads((out / "datakit.json").read_text())
+    assert info["deduplication"]["near_duplicates"]["verify"] == "pixels"
+
+
+def test_hash_only_grouping_keeps_every_hash_match_together(tmp_path):
+    recipe = tmp_path / "digits.toml"
+    recipe.write_text(DIGITS.replace("near_duplicate_distance = 2",
+                                     'near_duplicate_distance = 2\nnear_duplicate_verify = "hash"'))
+    build_dataset(recipe, tmp_path / "out", workers=0)
+    m = datakit.open_dataset(tmp_path / "out").manifest
     from datakit.dedup import near_duplicate_pairs
 
     pairs = near_duplicate_pairs(m["phash"].to_numpy(np.uint64), 2)
-    if len(pairs):
-        s = m["split"].to_numpy()
-        assert (s[pairs[:, 0]] == s[pairs[:, 1]]).all()
+    assert len(pairs) > 0
+    s = m["split"].to_numpy()
+    assert (s[pairs[:, 0]] == s[pairs[:, 1]]).all()
 
 
 def test_rerun_of_finished_build_does_no_work(digits_build, monkeypatch):

@@ -276,3 +276,47 @@ def test_http_results_are_never_read_from_local_disk(web, wn, tmp_path, png_byte
     assert run.candidates.empty
     assert set(run.rejected["reason"]) == {"bad_url"}
     assert not (tmp_path / "out" / "images").exists() or not any((tmp_path / "out" / "images").rglob("*.png"))
+
+
+def test_one_recipe_selects_searches_and_builds(fashion_pool, wn, tmp_path):
+    from datakit import open_dataset
+    from datakit.build import build_dataset
+    from datakit.recipe import parse_recipe
+    from datakit.errors import RecipeError
+
+    root, truth = fashion_pool
+    text = f'''
+name = "fashion-chain"
+[[sources]]
+name = "web"
+kind = "candidates"
+path = "{tmp_path / 'cands'}"
+search = "local:{root}"
+select = {{strategy = "wnids", ids = ["sandal.n.01", "n02774152"]}}
+per_synset = 15
+drop_ambiguous = true
+[normalize]
+style = "none"
+[splits]
+strategy = "fractions"
+train = 0.5
+test = 0.5
+'''
+    build_dataset(parse_recipe(text), tmp_path / "ds", workers=0)
+    ds = open_dataset(tmp_path / "ds")
+    cands = pd.read_parquet(tmp_path / "cands" / "candidates.parquet")
+    assert set(cands["synset"]) == {"n04133789", "n02774152"}
+    assert set(ds.manifest["label"]) == {"n04133789", "n02774152"}
+    assert len(ds.manifest) == cands.loc[~cands["ambiguous"], "id"].nunique()
+    # a finished candidates stage is not run again
+    mtime = (tmp_path / "cands" / "candidates.parquet").stat().st_mtime
+    src = CandidatesSource(name="web", path=str(tmp_path / "cands"), search=f"local:{root}",
+                           select={"strategy": "wnids", "ids": ["sandal.n.01"]})
+    src.validate()
+    assert (tmp_path / "cands" / "candidates.parquet").stat().st_mtime == mtime
+    with pytest.raises(DatakitError, match="exactly one of 'categories'"):
+        CandidatesSource(name="web", path=str(tmp_path), search=f"local:{root}")
+    with pytest.raises(DatakitError, match="needs 'search'"):
+        CandidatesSource(name="web", path=str(tmp_path), select={"strategy": "subtree", "root": "dog.n.01"})
+    with pytest.raises(RecipeError, match="per_synset"):
+        parse_recipe(text.replace("per_synset = 15", "per_synse = 15"))

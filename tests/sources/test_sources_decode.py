@@ -188,8 +188,8 @@ def test_exif_orientation_is_applied(tmp_path):
     exif[0x0112] = 6  # "rotate 90 CW to display"
     p = tmp_path / "rotated.jpg"
     Image.fromarray(a).save(p, exif=exif.tobytes(), quality=95)
-    raw = Image.open(p)
-    assert raw.size == (40, 20)
+    with Image.open(p) as raw:
+        assert raw.size == (40, 20)
     loaded = load_image(p)
     assert loaded.size == (20, 40)  # displayed upright: 20 wide, 40 tall
     g = to_array(loaded, "L")

@@ -125,6 +125,8 @@ def test_cli_wordnet_status_and_path(wn):
     result = runner.invoke(cli, ["wordnet", "status"])
     assert result.exit_code == 0, result.output
     assert "mode:" in result.output and ("system-copy" in result.output or "nltk" in result.output)
+    if "system-copy" in result.output:   # the session's copy, in the session's cache
+        assert os.environ["DATAKIT_CACHE"] in result.output
     result = runner.invoke(cli, ["wordnet", "path"])
     assert result.exit_code == 0
     assert os.path.isdir(result.output.strip())
