@@ -109,7 +109,8 @@ def corner_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04,
             # run of fill color shrinks linearly (a round object touching the border does not)
             runs = _run_length(match[:b[i]])
             expected = a[i] * (1 - (np.arange(b[i]) + 0.5) / b[i])
-            deviation = max(0.0, np.abs(runs - expected).mean() - 1.0)  # 1 pixel of slack for resampling
+            # 1 pixel of slack for resampling; a curved edge (round vignette) bows to one side: half a pixel
+            deviation = max(0.0, np.abs(runs - expected).mean() - 1.0) + max(0.0, abs((runs - expected).mean()) - 0.5)
             straight = max(0.0, 1.0 - deviation / (0.2 * a[i]))
             out[i, c] = max(0.0, f_in - f_out) * straight
     return (out, legs) if return_legs else out

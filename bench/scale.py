@@ -34,7 +34,6 @@ the built datasets (removed after each measurement unless ``--keep``).
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -356,9 +355,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     if args.step:
-        import torch
+        if args.step == "pool":  # torch only where it is used (augmentation): it alone adds ~500 MB of RSS
+            import torch
 
-        torch.set_num_threads(1)
+            torch.set_num_threads(1)
         if args.step == "pool":
             t0 = time.perf_counter()
             make_pool(args.n, Path(args.work))

@@ -1,11 +1,14 @@
-"""One executor interface for per-item work: in-process, local processes, (Dask).
+"""One executor interface for per-item work: in-process, local processes, Dask.
 
 Every stage that does per-image work (decode, validate, hash, normalize, store)
 maps a function over items through :func:`get_executor` and never keeps a pool
 of its own. Results come back in input order; an exception raised for one item
 is captured as that item's error (``ImageRejected`` keeps its reason), never a
 lost batch. At most ``2 * workers`` batches are in flight, so memory is bounded
-however long the input is.
+however long the input is. A worker that dies (killed, out of memory) loses no
+item: local processes rerun the lost batches in a fresh pool, and the Dask
+backend (:mod:`datakit.parallel_dask`, ``scheduler="local-cluster"`` or
+``"tcp://HOST:PORT"``) has the scheduler recompute them on another worker.
 """
 from __future__ import annotations
 

@@ -45,7 +45,7 @@ def _list_audits() -> None:
 @click.option("--option", "-o", "option_specs", multiple=True, metavar="AUDIT.KEY=VALUE",
               help="An audit option, e.g. name_that_dataset.n_per_dataset=500 (repeatable).")
 @click.option("--map", "map_specs", multiple=True, metavar="DATASET:LABEL=SHARED",
-              help="Class correspondence between datasets, e.g. imagenette:n02102040=dog,n03417042=truck "
+              help="Class correspondence between datasets, e.g. imagenette_subset:n02102040=dog,n03417042=truck "
                    "(repeatable).")
 @click.option("--group-by", type=click.Choice(["auto", "dataset", "source"]), default=None,
               help="Compare datasets, or the sources (manifest `source` column) within them "
@@ -67,7 +67,7 @@ def audit(datasets, audit_names, out, formats, fail_on, option_specs, map_specs,
     \b
     Examples:
       datakit audit demo/digits
-      datakit audit cifar10 imagenette --map imagenette:n02102040=dog,n03417042=truck
+      datakit audit demo/cifar10_test demo/imagenette_subset --map imagenette_subset:n02102040=dog
       datakit audit demo/digits --audits name_that_dataset --fail-on 'name_that_dataset.accuracy>0.9'
     """
     if list_only:

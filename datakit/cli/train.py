@@ -26,7 +26,8 @@ def _bar_factory(quiet: bool):
                     "command trains with DistributedDataParallel (--batch-size is per process).")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--model", "model_name", default="lenet5", show_default=True,
-              help="Model name (see `datakit summary --help`; e.g. lenet5, lenet1989, resnet18).")
+              help="Model name: lenet5, lenet1989, alexnet, vgg11, vgg16, googlenet, resnet18, resnet50 "
+                   "(datakit.train.list_models()).")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True, help="Per process.")
 @click.option("--lr", type=float, default=None, help="Learning rate (default 0.05 for sgd, 1e-3 for adam/adamw).")

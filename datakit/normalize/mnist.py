@@ -47,7 +47,9 @@ MNIST_DEFAULTS: dict[str, Any] = {"box": 20, "canvas": 28, "center": "mass", "po
 _CENTERS = ("mass", "box")
 _POLARITIES = ("auto", "light-on-dark", "dark-on-light")
 _SIZE_LEVEL = np.float32(0.4)  # profile level (fraction of peak) where the box size is measured
-_PLACE_LEVEL = np.float32(0.1)  # ... and where its position is measured
+_EDGE_LEVEL = np.float32(0.02)  # outer edge of the ink (fraction of peak), where the edge search starts
+_EDGE_DEPTH = 1.0  # the edge is where the profile reaches half its value this many output pixels inside
+_SOFT = 0.04  # a center of mass this close to a rounding boundary (pixels) is placed half-way
 
 
 def check_mnist_options(box: int, canvas: int, center: str, polarity: str, threshold: float, resample: str,

@@ -243,6 +243,19 @@ def collect_candidates(categories: pd.DataFrame, backend: SearchBackend, out: st
         if missing:
             raise DatakitError(f"The queries table lacks column(s) {sorted(missing)} (needs synset, query).")
         queries = queries.copy()
+        queries["synset"] = queries["synset"].astype(str)
+        others = sorted(set(queries["synset"]) - set(wnids))
+        if others:  # synset names (sandal.n.01) are accepted as well as wnids
+            from datakit.taxonomy.wordnet import get_wordnet, wnid as to_wnid
+
+            wn = wn if wn is not None else get_wordnet()
+            as_wnid = {}
+            for spec in others:
+                try:
+                    as_wnid[spec] = to_wnid(resolve_synset(spec, wn))
+                except DatakitError:
+                    as_wnid[spec] = spec
+            queries["synset"] = [as_wnid.get(s, s) for s in queries["synset"]]
         if "expansion" not in queries.columns:
             queries["expansion"] = "given"
         queries["name"] = [names.get(s, s) for s in queries["synset"]]

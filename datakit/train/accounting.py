@@ -17,7 +17,6 @@ with a bias, and the biases counted as parameters.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pandas as pd

@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
+import torch.distributed as _dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -102,14 +103,19 @@ def lr_at(base_lr: float, step: int, total_steps: int, schedule: str = "cosine")
     return 0.5 * base_lr * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
-def _check_losses(losses: list, epoch: int, first_batch: int) -> None:
+def _check_losses(losses: list, epoch: int, first_batch: int, distributed: bool = False) -> None:
+    """Raise at the first non-finite loss; under DDP every rank raises at the same batch."""
     if not losses:
         return
     values = torch.stack(losses).float()
     bad = ~torch.isfinite(values)
-    if bool(bad.any()):
-        i = int(bad.nonzero()[0, 0])
-        raise TrainingDiverged(epoch, first_batch + i, float(values[i]))
+    first = int(bad.nonzero()[0, 0]) if bool(bad.any()) else len(losses)
+    if distributed:  # agree on the earliest bad batch, so no rank is left waiting in an all-reduce
+        flag = torch.tensor([first], dtype=torch.int64, device=values.device)
+        _dist.all_reduce(flag, op=_dist.ReduceOp.MIN)
+        first = int(flag.item())
+    if first < len(losses):
+        raise TrainingDiverged(epoch, first_batch + first, float(values[first]))
 
 
 def train_epochs(model: nn.Module, batches, normalize: Callable[[torch.Tensor], torch.Tensor], *,
@@ -160,6 +166,7 @@ def train_epochs(model: nn.Module, batches, normalize: Callable[[torch.Tensor], 
     check_every = check_every or (50 if cuda else 1)
     if base_lr is None:
         base_lr = optimizer.param_groups[0]["lr"]
+    distributed = _dist.is_available() and _dist.is_initialized()
     steps_per_epoch = len(batches)
     total = steps_per_epoch * epochs
     history = []
@@ -188,7 +195,7 @@ def train_epochs(model: nn.Module, batches, normalize: Callable[[torch.Tensor], 
                 loss = F.cross_entropy(logits.float(), yb)
             pending.append(loss.detach())
             if len(pending) >= check_every:
-                _check_losses(pending, epoch, pending_start)
+                _check_losses(pending, epoch, pending_start, distributed)
                 pending, pending_start = [], b + 1
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -200,7 +207,7 @@ def train_epochs(model: nn.Module, batches, normalize: Callable[[torch.Tensor], 
             seen += n
             if progress is not None:
                 progress(n)
-        _check_losses(pending, epoch, pending_start)
+        _check_losses(pending, epoch, pending_start, distributed)
         record = {
             "epoch": epoch + 1,
             "train_loss": float(loss_sum) / max(seen, 1),

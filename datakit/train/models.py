@@ -27,7 +27,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-import torch.nn.functional as F
 
 from datakit.errors import DatakitError
 from datakit.registry import Registry

@@ -113,16 +113,18 @@ def dataset_geometry(ds: Dataset, frame=None, sample: int = 64) -> tuple[tuple[i
 class _UInt8Transform:
     """PIL image -> uint8 tensor (C, H, W) following an input plan (picklable, for DataLoader workers)."""
 
-    def __init__(self, mode: str, plan: InputPlan) -> None:
+    def __init__(self, mode: str, plan: InputPlan, base_size: tuple[int, int]) -> None:
         self.mode, self.plan = mode, plan
+        # images of another size than the dataset's usual one are brought to it first
+        self.size = tuple(plan.resize) if plan.resize is not None else tuple(base_size)
 
     def __call__(self, im):
         from PIL import Image
 
         if im.mode != self.mode:
             im = im.convert(self.mode)
-        if self.plan.resize is not None and im.size != (self.plan.resize[1], self.plan.resize[0]):
-            im = im.resize((self.plan.resize[1], self.plan.resize[0]), Image.BILINEAR)
+        if im.size != (self.size[1], self.size[0]):
+            im = im.resize((self.size[1], self.size[0]), Image.BILINEAR)
         a = np.asarray(im)
         a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)
         t = torch.from_numpy(np.array(a, copy=True))  # own, writable memory
@@ -279,7 +281,7 @@ def train_dataset(dataset: str | os.PathLike | Dataset, model: str = "lenet5", *
                 keep = ye >= 0
                 eval_source = ("tensor", prepare_images(xe[keep], plan), torch.from_numpy(ye[keep]))
         else:
-            tf = _UInt8Transform(mode, plan)
+            tf = _UInt8Transform(mode, plan, size)
             train_view = ds.split("train", transform=tf)
             labeled = [i for i, l in enumerate(train_view.frame["label"]) if isinstance(l, str)]
             from torch.utils.data import Subset
@@ -304,7 +306,9 @@ def train_dataset(dataset: str | os.PathLike | Dataset, model: str = "lenet5", *
             "status": "running",
             "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
             "dataset": {"path": str(ds.root), "name": ds.name, "checksum": ds.checksum, "classes": classes,
-                        "train_images": int(len(train_frame)), "eval_split": eval_split},
+                        "train_images": int(len(train_frame)), "eval_split": eval_split,
+                        "unlabeled_train_images_skipped": int(((manifest["split"] == "train")
+                                                               & manifest["label"].isna()).sum())},
             "model": {"name": model, "config": plain(net.config), "input_plan": plan.describe(),
                       "input_size": list(plan.output_size), "in_channels": in_channels},
             "train": {"epochs": epochs, "batch_size": batch_size, "lr": base_lr, "optimizer": optimizer,

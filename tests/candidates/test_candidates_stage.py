@@ -320,3 +320,14 @@ test = 0.5
         CandidatesSource(name="web", path=str(tmp_path), select={"strategy": "subtree", "root": "dog.n.01"})
     with pytest.raises(RecipeError, match="per_synset"):
         parse_recipe(text.replace("per_synset = 15", "per_synse = 15"))
+
+
+def test_given_queries_accept_synset_names(fashion_pool, wn, tmp_path):
+    root, _ = fashion_pool
+    cats = categories_frame(from_wnids(wn, ids=["sandal.n.01", "bag.n.04"]))
+    queries = pd.DataFrame({"synset": ["sandal.n.01", "n02774152", "dog.n.01"], "query": ["sandal", "tote", "dog"]})
+    run = collect_candidates(cats, get_backend(f"local:{root}"), tmp_path / "out", per_synset=10, workers=0,
+                             queries=queries)
+    assert set(run.candidates["synset"]) == {"n04133789", "n02774152"}
+    assert set(run.candidates["expansion"]) == {"given"}
+    assert any("not in the categories were ignored: n02084071" in n for n in run.notes)

@@ -200,8 +200,7 @@ def test_acknowledged_votes_survive_kill_9(app_dataset):
     threads = [threading.Thread(target=voter, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 60
-    while len(acked) < 40 and time.monotonic() < deadline:
+    while len(acked) < 40 and any(t.is_alive() for t in threads):  # 144 votes in all: kill after 40
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)  # mid-voting
     proc.wait()
@@ -209,7 +208,7 @@ def test_acknowledged_votes_survive_kill_9(app_dataset):
     for t in threads:
         t.join()
     proc.stderr.close()
-    assert len(acked) >= 40
+    assert 40 <= len(acked) < 4 * len(items)  # killed mid-voting
     proc2, port2 = _start(root)
     try:
         stored = VoteDB(Path(root) / "votes.sqlite").frame()

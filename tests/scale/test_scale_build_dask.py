@@ -133,3 +133,22 @@ def test_manifest_is_written_in_row_groups(tmp_path):
     n = DatasetWriter(tmp_path).write_manifest(frames())
     meta = pq.ParquetFile(tmp_path / "manifest.parquet").metadata
     assert n == 500 and meta.num_rows == 500 and meta.num_row_groups == 5
+
+
+def test_cli_build_with_scheduler(cluster, tmp_path):
+    from click.testing import CliRunner
+
+    from datakit.cli import cli
+
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(RECIPE.format(sources=_digits_idx(tmp_path)))
+    runner = CliRunner()
+    res = runner.invoke(cli, ["build", str(recipe), "--out", str(tmp_path / "ds"), "--scheduler", cluster.address,
+                              "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert f"{N_DIGITS} items processed" in res.output
+    assert len(open_dataset(tmp_path / "ds").manifest) + len(open_dataset(tmp_path / "ds").rejected) == N_DIGITS
+    bad = runner.invoke(cli, ["build", str(recipe), "--out", str(tmp_path / "bad"), "--scheduler", "dask"])
+    assert bad.exit_code == 1
+    assert "Invalid scheduler 'dask'. Valid values are 'local-cluster'" in bad.output
+    assert "Traceback" not in bad.output

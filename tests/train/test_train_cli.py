@@ -215,3 +215,31 @@ def test_evaluate_other_image_size_and_all_splits(trained, tmp_path):
     assert m["n"] == 60 and m["split"] is None and m["input_plan"] == "resize to 28x28, then pad by 2"
     result = CliRunner().invoke(cli, ["evaluate", str(out), str(other), "--split", "train"])
     assert result.exit_code == 1 and "Unknown split 'train'" in result.output
+
+
+def test_streaming_handles_mixed_sizes_and_rgb(tmp_path):
+    x, y = digits_arrays(120)
+    big = np.kron(x, np.ones((1, 2, 2), np.uint8))  # 16x16
+    rgb = np.repeat(big[..., None], 3, axis=3)
+    root = tmp_path / "mixed"
+    import pandas as pd
+
+    from datakit.store.writer import DatasetWriter
+
+    writer = DatasetWriter(root)
+    rows = []
+    for i in range(120):
+        image = rgb[i] if i % 3 else rgb[i, :12, :14]  # every third image is 12x14
+        image_id, rel = writer.put_image(image)
+        rows.append({"id": image_id, "path": rel, "label": str(y[i]), "split": "train" if i < 90 else "test",
+                     "source": "t", "width": image.shape[1], "height": image.shape[0]})
+    writer.write_manifest(pd.DataFrame(rows))
+    res = train_dataset(root, "lenet1989", out=tmp_path / "run", epochs=1, batch_size=32, device="cpu",
+                        data_mode="stream", workers=0)
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert doc["model"]["in_channels"] == 3 and doc["epochs"][0]["images"] == 90
+    assert doc["epochs"][0]["eval_n"] == 30
+    assert res.model.H1.weight.shape[1] == 3
+    # in memory, the same dataset is resized to its most common size by load_arrays
+    mem = train_dataset(root, "lenet1989", out=tmp_path / "run2", epochs=1, batch_size=32, device="cpu")
+    assert mem.history[0]["images"] == 90

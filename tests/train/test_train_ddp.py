@@ -50,3 +50,30 @@ def test_two_cpu_processes_end_with_identical_weights(digits_dir, tmp_path):
 
     init = get_model("lenet5", 10, 1).state_dict()
     assert not torch.equal(init["C1.weight"], a["C1.weight"])
+
+
+def _nan_worker(rank: int, world: int, port: int, dataset: str, out: str, result_dir: str) -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    from datakit.train import TrainingDiverged
+    from datakit.train.run import train_dataset
+
+    try:
+        train_dataset(dataset, "lenet5", out=out, epochs=1, batch_size=50, lr=1e30, device="cpu")
+        info = {"diverged": False}
+    except TrainingDiverged as exc:
+        info = {"diverged": True, "epoch": exc.epoch, "batch": exc.batch}
+    with open(os.path.join(result_dir, f"nan{rank}.json"), "w") as fh:
+        json.dump(info, fh)
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_on_nan(digits_dir, tmp_path):
+    mp.spawn(_nan_worker, args=(2, _free_port(), str(digits_dir), str(tmp_path / "run"), str(tmp_path)), nprocs=2,
+             join=True)
+    a, b = (json.loads((tmp_path / f"nan{r}.json").read_text()) for r in (0, 1))
+    assert a["diverged"] and b["diverged"]
+    assert (a["epoch"], a["batch"]) == (b["epoch"], b["batch"])
+    doc = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert doc["status"] == "diverged" and not (tmp_path / "run" / "checkpoint.pt").exists()
