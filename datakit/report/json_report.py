@@ -53,8 +53,20 @@ def to_jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _columns(frame: pd.DataFrame) -> dict:
+    """A (possibly 100k-row) per-image table as ``{"columns": [...], "rows": [[...], ...]}``."""
+    return {"columns": [str(c) for c in frame.columns],
+            "rows": to_jsonable(frame.to_numpy(dtype=object).tolist())}
+
+
 def report_dict(run) -> dict:
-    """The whole run as one JSON-able dict (what ``report.json`` holds)."""
+    """The whole run as one JSON-able dict (what ``report.json`` holds).
+
+    Per audit: ``status``, ``skipped``, ``seconds``, ``cpu_seconds``, ``summary``,
+    ``notes``, ``tables`` (each a list of row records), ``per_image``
+    (``{"columns": [...], "rows": [[...], ...]}``, compact for large tables),
+    ``figures`` (names; the PNGs are in report.html) and ``info``.
+    """
     audits = {}
     for r in run.results:
         audits[r.name] = {
@@ -62,13 +74,13 @@ def report_dict(run) -> dict:
             "cpu_seconds": run.cpu_seconds.get(r.name),
             "summary": to_jsonable(r.summary), "notes": list(r.notes),
             "tables": {k: to_jsonable(v) for k, v in r.tables.items()},
-            "per_image": to_jsonable(r.per_image) if r.per_image is not None else None,
+            "per_image": _columns(r.per_image) if r.per_image is not None else None,
             "figures": sorted(r.figures), "info": to_jsonable(r.info),
         }
     return {"datakit_version": run.version, "created": run.created, "seconds_total": run.total_seconds,
             "datasets": to_jsonable(run.datasets), "options": to_jsonable(run.options), "audits": audits}
 
 
-def render_json(run, indent: int | None = 1) -> str:
-    """``report.json`` text (strict JSON: ``allow_nan=False``)."""
+def render_json(run, indent: int | None = None) -> str:
+    """``report.json`` text (strict JSON: ``allow_nan=False``; compact unless ``indent``)."""
     return json.dumps(report_dict(run), indent=indent, allow_nan=False)

@@ -16,34 +16,58 @@ def mnist_test_digits(shared_data) -> np.ndarray:
     return read_idx(shared_data / "mnist" / "t10k-images-idx3-ubyte.gz")[:N_DIGITS]
 
 
-def test_mnist_undoes_random_scale_shift_and_inversion(mnist_test_digits):
+@pytest.fixture(scope="module")
+def restored(mnist_test_digits) -> tuple[np.ndarray, np.ndarray]:
+    """The issue's fidelity procedure: each digit distorted, then normalized back with ``mnist``.
+
+    Distortion (:func:`distort_digits`, seed 0): scale by a uniform random
+    factor in 0.5x-3x (Pillow bicubic, the whole 28x28 digit), paste at a
+    uniform random whole-pixel position on a 96x96 canvas (large enough that
+    nothing is clipped), invert (255 - x) with probability 1/2.
+    """
+    distorted = distort_digits(mnist_test_digits, seed=0)
+    fn = get_normalizer("mnist")
+    return distorted, np.stack([fn(d) for d in distorted])
+
+
+def test_mnist_undoes_random_scale_shift_and_inversion(mnist_test_digits, restored):
     """>= 1,000 real digits: scale 0.5x-3x, random shift on a 96x96 canvas, half inverted.
 
-    Measured (seed 0, these 1,000 digits): mean Pearson 0.96, median 0.99;
-    0.98 when a one-pixel re-centering difference is forgiven (MNIST rounds the
-    center of mass to a pixel, so the original's placement is itself only
-    defined to half a pixel). The bounds below sit just under those figures.
+    Measured (seed 0, these 1,000 digits): mean Pearson 0.964, median 0.992;
+    0.981 when a one-pixel re-centering difference is forgiven (MNIST rounds
+    the center of mass to a pixel, so near a rounding boundary a small error
+    moves the digit by a whole pixel). The bounds sit just under those figures
+    (before the edge / parity placement of this version: 0.961, 0.988, 0.982).
     """
     originals = mnist_test_digits
-    distorted = distort_digits(originals, seed=0)
+    distorted, out = restored
     assert distorted.shape == (N_DIGITS, 96, 96)
     inverted = distorted[:, 0, 0] == 255
     assert 400 < inverted.sum() < 600  # about half are dark-on-light
-    fn = get_normalizer("mnist")
-    restored = np.stack([fn(d) for d in distorted])
-    r = pearson_rows(restored, originals)
+    r = pearson_rows(out, originals)
     assert not np.isnan(r).any()
-    assert r.mean() >= 0.95
-    assert np.median(r) >= 0.975
-    assert shift_tolerant_pearson(restored, originals).mean() >= 0.97
+    assert r.mean() >= 0.962
+    assert np.median(r) >= 0.99
+    assert shift_tolerant_pearson(out, originals).mean() >= 0.978
     # inverted inputs are restored as well as the others
     assert abs(r[inverted].mean() - r[~inverted].mean()) < 0.01
 
 
+@pytest.mark.xfail(strict=True, reason="issue 2 asks for a mean of 0.97; this version measures 0.964 "
+                                        "(bench/results/normalize.md); strict, so reaching it fails this mark")
+def test_mnist_fidelity_meets_the_issue_figure(mnist_test_digits, restored):
+    """The issue's bar: mean Pearson correlation >= 0.97 over >= 1,000 digits."""
+    assert len(mnist_test_digits) >= 1000
+    assert pearson_rows(restored[1], mnist_test_digits).mean() >= 0.97
+
+
 def test_identity_on_undistorted_digits(mnist_test_digits):
+    """Real MNIST digits (already normalized) come back nearly unchanged (measured: mean 0.986)."""
     out, blank = get_batch_normalizer("mnist")(mnist_test_digits[:300])
     assert not blank.any()
-    assert pearson_rows(out, mnist_test_digits[:300]).mean() >= 0.97
+    r = pearson_rows(out, mnist_test_digits[:300])
+    assert r.mean() >= 0.98
+    assert np.median(r) >= 0.995
 
 
 def test_distort_digits_is_seeded_and_checked():

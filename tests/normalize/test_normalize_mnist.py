@@ -50,7 +50,40 @@ def test_options_box_canvas_and_center(bar):
     asym[10:50, 40:41] = 255  # ...and a thin right one: mass and box centers differ
     cx_mass = _com(mnist(asym, center="mass"))[1]
     cx_box = _com(mnist(asym, center="box"))[1]
-    assert abs(cx_mass - 14) <= 0.5 and cx_box < 13
+    # the mass center is placed through the input's mass center (rounded to the pixel grid);
+    # clipping the resampling filter's overshoot moves the output's by a few hundredths of a pixel
+    assert abs(cx_mass - 14) <= 0.55 and cx_box < 13
+
+
+@pytest.mark.parametrize("width", [7, 8])
+def test_box_edges_land_on_pixel_boundaries(width):
+    """A crisp bar stays crisp: an odd-width box is centered on a pixel, an even one between two.
+
+    (MNIST's digits have their ink box on whole pixels; centering every box on a
+    pixel boundary would smear odd widths over two half-lit columns.)
+    """
+    bar = np.zeros((40, 40), np.uint8)
+    bar[10:30, 15:15 + width] = 255
+    out = mnist(bar)
+    cols = out.max(axis=0)
+    rows = out.max(axis=1)
+    assert (cols > 200).sum() == width and ((cols > 30) & (cols <= 200)).sum() == 0
+    assert (rows > 200).sum() == 20 and ((rows > 30) & (rows <= 200)).sum() == 0
+
+
+def test_faint_rim_does_not_move_the_box():
+    """An anti-aliased rim (a faint extra column on one side) barely moves the placement.
+
+    (Measuring the box where the profile crosses 10 % of the peak moved this digit by a
+    whole pixel: correlation 0.91.)
+    """
+    bar = np.zeros((60, 60), np.uint8)
+    bar[10:50, 20:34] = 255
+    rimmed = bar.copy()
+    rimmed[10:50, 34] = 40  # faint fringe on the right (16 % of the ink)
+    a, b = mnist(bar).astype(float), mnist(rimmed).astype(float)
+    assert abs(_com(a)[1] - _com(b)[1]) < 0.15
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.99
 
 
 def test_upscaling_small_digits(bar):

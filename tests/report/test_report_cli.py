@@ -57,7 +57,10 @@ def test_json_numbers_equal_audit_results(fast_run):
             assert len(got["tables"][name]) == len(table)
         assert got["figures"] == sorted(r.figures)
         if r.per_image is not None:
-            assert len(got["per_image"]) == len(r.per_image)
+            assert got["per_image"]["columns"] == list(r.per_image.columns)
+            assert len(got["per_image"]["rows"]) == len(r.per_image)
+            first = dict(zip(got["per_image"]["columns"], got["per_image"]["rows"][0]))
+            assert first["id"] == r.per_image["id"].iloc[0]
     assert data["datasets"][0]["name"] == "digits" and data["datasets"][0]["images"] == 500
 
 
