@@ -64,6 +64,9 @@ _STAGE_COLUMNS = {
     "source_split": "string", "query": "string", "rank": "Int64", "license": "string",
     "ok": "bool", "id": "string", "path": "string", "width": "Int64", "height": "Int64",
     "phash": "UInt64", "stage": "string", "reason": "string", "detail": "string",
+    # the candidates source's content id of the image as found (crowd tasks are keyed by it); chunks staged
+    # before this column existed read it as null
+    "candidate_id": "string",
 }
 
 
@@ -121,7 +124,14 @@ class BuildPlan:
     normalizer : callable
         Picklable ``f(image) -> uint8 ndarray``.
     key : str
-        Identifies the build's inputs (recipe content, data root, sources used).
+        Identifies the build's inputs (recipe content, data root, sources used,
+        and the content of the ``[curate]`` vote files).
+    staging_key : str
+        Identifies the per-image work only (``key`` without ``[curate]``): staged
+        chunks with this key are reused, so new votes only re-run the finalize pass.
+    curate : dict or None
+        ``[curate]`` paths resolved (``annotations``, ``consensus``, ``reference``)
+        and their sha256 (``sha256``).
     """
 
     recipe: Recipe
@@ -131,6 +141,12 @@ class BuildPlan:
     normalizer: Callable
     key: str
     unused: dict[str, str] = field(default_factory=dict)
+    staging_key: str = ""
+    curate: dict | None = None
+
+    def __post_init__(self) -> None:
+        if not self.staging_key:
+            self.staging_key = self.key
 
 
 def plan_build(recipe: str | os.PathLike | Recipe, *, data_root: str | os.PathLike | None = None) -> BuildPlan:
@@ -187,9 +203,88 @@ def plan_build(recipe: str | os.PathLike | Recipe, *, data_root: str | os.PathLi
         raise RecipeError(f"normalize: {exc}") from None
     key_src = {"recipe": recipe.sha256, "data_root": None if root is None else str(Path(root).resolve()),
                "sources": [s.name for s, _ in active], "staging": _STAGING_VERSION}
+    curate = None
+    staging_key = None
+    if recipe.curate is not None:
+        curate = _plan_curate(recipe, None if root is None else Path(root))
+        key_src["curate_inputs"] = curate["sha256"]
+        staging_src = dict(key_src, recipe=recipe.processing_sha256())
+        staging_src.pop("curate_inputs")
+        staging_key = hashlib.sha256(json.dumps(staging_src, sort_keys=True).encode()).hexdigest()
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
     return BuildPlan(recipe=recipe, data_root=None if root is None else Path(root), sources=active,
-                     skipped=skipped, normalizer=normalizer, key=key, unused=unused)
+                     skipped=skipped, normalizer=normalizer, key=key, unused=unused, staging_key=staging_key or key,
+                     curate=curate)
+
+
+# --------------------------------------------------------------------------- [curate] inputs
+
+
+def _resolve_curate_path(value: str, key: str, recipe: Recipe, root: Path | None, want: str) -> Path:
+    """An absolute path, or a relative one looked up next to the recipe, under the data root, then here."""
+    path = Path(os.path.expanduser(value))
+    tried = [path] if path.is_absolute() else (
+        ([recipe.path.resolve().parent / path] if recipe.path is not None else [])
+        + ([root / path] if root is not None else []) + [Path.cwd() / path])
+    for cand in tried:
+        if cand.is_dir() or cand.is_file():
+            return cand
+    raise RecipeError(f"curate.{key}: {value!r} does not exist (looked in "
+                      f"{', '.join(str(t) for t in dict.fromkeys(tried))}); it names {want}.")
+
+
+def _vote_file(path: Path, key: str, filename: str) -> Path:
+    if path.is_dir():
+        inner = path / filename
+        if not inner.is_file():
+            raise RecipeError(f"curate.{key}: {path} holds no {filename}"
+                              + ("; collect votes with `datakit annotate serve` or `datakit crowd import` first."
+                                 if filename == "annotations.parquet" else
+                                 "; compute it with `datakit crowd consensus` first."))
+        return inner
+    if path.suffix != ".parquet":
+        raise RecipeError(f"curate.{key}: {path} is neither a directory holding {filename} nor a .parquet file.")
+    return path
+
+
+def _read_table(path: Path, key: str, needs: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"curate.{key}: cannot read {path}: {exc}") from None
+    missing = [c for c in needs if c not in frame.columns]
+    if missing:
+        raise RecipeError(f"curate.{key}: {path} has no {', '.join(repr(c) for c in missing)} column "
+                          f"(columns: {list(frame.columns)}).")
+    return frame
+
+
+def _plan_curate(recipe: Recipe, root: Path | None) -> dict:
+    """Resolve and check the ``[curate]`` files before any work; hash them for re-run detection."""
+    spec = recipe.curate
+    files = {"annotations": _vote_file(_resolve_curate_path(spec.annotations, "annotations", recipe, root,
+                                                            "a directory holding annotations.parquet or a .parquet "
+                                                            "file"), "annotations", "annotations.parquet")}
+    _read_table(files["annotations"], "annotations", ("task", "worker", "label"))
+    if spec.consensus is not None:
+        files["consensus"] = _vote_file(_resolve_curate_path(spec.consensus, "consensus", recipe, root,
+                                                             "consensus.parquet or a directory holding it"),
+                                        "consensus", "consensus.parquet")
+        _read_table(files["consensus"], "consensus", ("item", "p_positive"))
+    if spec.reference is not None:
+        ref = _resolve_curate_path(spec.reference, "reference", recipe, root,
+                                   "the reference dataset's annotations (a directory or a .parquet file)")
+        files["reference"] = _vote_file(ref, "reference", "annotations.parquet")
+        if ref.is_dir() and (ref / "manifest.parquet").is_file():
+            files["reference_manifest"] = ref / "manifest.parquet"
+        frame = _read_table(files["reference"], "reference", ())
+        if not ({"task", "worker", "label"} <= set(frame.columns)
+                or {"item", "selection_frequency"} <= set(frame.columns)):
+            raise RecipeError(f"curate.reference: {files['reference']} is neither an annotations table (task, "
+                              f"worker, label) nor a consensus table (item, selection_frequency); columns: "
+                              f"{list(frame.columns)}.")
+    return {**{k: str(v) for k, v in files.items()},
+            "sha256": {k: _file_sha256(v) for k, v in files.items()}}
 
 
 # --------------------------------------------------------------------------- per-item work
@@ -316,7 +411,11 @@ class _Staging:
     def read(self, name: str) -> pd.DataFrame:
         n = self.complete_chunks(name)
         frames = [pd.read_parquet(self.chunk_path(name, i)) for i in range(n)]
-        return pd.concat(frames, ignore_index=True) if frames else _stage_frame([])
+        frame = pd.concat(frames, ignore_index=True) if frames else _stage_frame([])
+        for col, dtype in _STAGE_COLUMNS.items():
+            if col not in frame.columns:  # staged by an older datakit
+                frame[col] = pd.Series([None] * len(frame), dtype=dtype)
+        return frame
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -363,7 +462,8 @@ def _process_source(spec: SourceSpec, source, plan: BuildPlan, staging: _Staging
             pending.append({"seq": seq, "source": name, "source_ref": str(item.source_ref),
                             "source_label": _str_or_none(item.label), "source_split": _str_or_none(item.split),
                             "query": _str_or_none(meta.get("query")), "rank": meta.get("rank"),
-                            "license": _str_or_none(meta.get("license"))})
+                            "license": _str_or_none(meta.get("license")),
+                            "candidate_id": _str_or_none(meta.get("candidate_id"))})
             yield item
 
     buffer: list[dict] = []
@@ -461,22 +561,34 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     spec_split = recipe.splits
     strategy = spec_split.strategy if spec_split.strategy != "source" else spec_split.fallback
     fixed = kept["fixed"].astype(object).where(kept["fixed"].notna(), None).tolist()
+    fractions = (spec_split.train, spec_split.val, spec_split.test)
+    curation = None
+    if plan.curate is not None:
+        kept, curation = _select_by_frequency(plan, kept)
+        fixed, fractions = _curated_fixed(recipe.curate, kept["selected"].to_numpy(), fixed, fractions, strategy)
     splits = assign_splits(kept["label"].astype(object).where(kept["label"].notna(), None).tolist(), groups,
-                           strategy=strategy, fractions=(spec_split.train, spec_split.val, spec_split.test),
+                           strategy=strategy, fractions=fractions,
                            per_class=spec_split.per_class, val_per_class=spec_split.val_per_class,
                            seed=spec_split.seed, fixed=fixed)
     kept["split"] = pd.array(splits, dtype="string")
     kept["near_dup_group"] = groups.astype(np.int64)
+    cur_rej = None
+    if curation is not None:
+        kept, cur_rej = _apply_curation(recipe.curate, kept, curation)
+        groups = kept["near_dup_group"].to_numpy(dtype=np.int64)
     moved = int(((kept["fixed"].notna()) & (kept["fixed"] != kept["split"])).fillna(False).sum())
     sizes = np.bincount(groups) if len(groups) else np.zeros(0, np.int64)
     label_names = recipe.categories
     kept["label_name"] = kept["label"].map(lambda v: label_names.get(v, v) if isinstance(v, str) else None
                                            ).astype("string")
-    manifest = conform(kept.drop(columns=["ok", "stage", "reason", "detail", "seq", "fixed"]), MANIFEST_COLUMNS)
+    drop_cols = ["ok", "stage", "reason", "detail", "seq", "fixed", "selected", "curation_reason"]
+    if not kept["candidate_id"].notna().any():
+        drop_cols.append("candidate_id")  # only candidates sources have one
+    manifest = conform(kept.drop(columns=[c for c in drop_cols if c in kept.columns]), MANIFEST_COLUMNS)
     manifest["phash"] = manifest["phash"].astype("uint64")
     rej_cols = ["id", "source", "source_ref", "stage", "reason", "detail"]
-    rejected = pd.concat([failed[rej_cols], dup_rej[rej_cols]], ignore_index=True) if len(dup_rej) else \
-        failed[rej_cols].reset_index(drop=True)
+    parts = [failed[rej_cols]] + [f[rej_cols] for f in (dup_rej, cur_rej) if f is not None and len(f)]
+    rejected = pd.concat(parts, ignore_index=True) if len(parts) > 1 else failed[rej_cols].reset_index(drop=True)
     rejected = conform(rejected, REJECTED_COLUMNS)
     stats = {
         "near_duplicates": {
@@ -490,7 +602,164 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
         },
         "exact_duplicates": int(dup.sum()),
     }
+    if curation is not None:
+        stats["curation"] = curation
     return manifest, rejected, stats
+
+
+# --------------------------------------------------------------------------- [curate]
+
+
+def _task_keys(kept: pd.DataFrame, known: set[str]) -> list[str | None]:
+    """Per kept row, the crowd task id its votes are filed under, or None.
+
+    Tried in order: the manifest id (votes on a built dataset), then
+    ``<source label>:<candidate id>`` and ``<label>:<candidate id>`` (an image
+    found for several synsets is asked about per synset), then the candidate id
+    (votes on a candidates directory).
+    """
+    out = []
+    cids = kept["candidate_id"].astype(object).where(kept["candidate_id"].notna(), None).tolist()
+    for image_id, source_label, label, cid in zip(kept["id"].astype(str), kept["source_label"].astype(object),
+                                                  kept["label"].astype(object), cids):
+        tries = [image_id]
+        if cid is not None:
+            tries += [f"{lab}:{cid}" for lab in (source_label, label) if isinstance(lab, str)] + [str(cid)]
+        out.append(next((t for t in tries if t in known), None))
+    return out
+
+
+def _reference_frequencies(files: dict) -> pd.Series | pd.DataFrame:
+    """The reference dataset's selection frequencies: per class when its manifest is there, else pooled."""
+    from datakit.crowd.frequency import selection_frequency
+    from datakit.crowd.tasks import conform_annotations
+
+    frame = pd.read_parquet(files["reference"])
+    if {"task", "worker", "label"} <= set(frame.columns):
+        freq = selection_frequency(conform_annotations(frame))["selection_frequency"]
+    else:
+        freq = frame.set_index(frame["item"].astype(str))["selection_frequency"]
+    freq = freq.astype("float64").dropna()
+    if "reference_manifest" in files:
+        labels = pd.read_parquet(files["reference_manifest"], columns=["id", "label"])
+        labels = labels.set_index(labels["id"].astype(str))["label"]
+        per = pd.DataFrame({"selection_frequency": freq.to_numpy(),
+                            "label": pd.Series(freq.index, dtype=object).map(labels).to_numpy()})
+        per = per[per["label"].notna()]
+        if len(per):
+            return per.assign(label=per["label"].astype(str))
+    return freq
+
+
+def _select_by_frequency(plan: BuildPlan, kept: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Fill ``votes``, ``selection_frequency``, ``p_correct`` and choose images (``selected``, ``curation_reason``)."""
+    from datakit.crowd.frequency import add_vote_columns, curate_by_frequency
+    from datakit.crowd.tasks import NO, YES, conform_annotations
+
+    spec = plan.recipe.curate
+    files = plan.curate
+    try:
+        votes = conform_annotations(pd.read_parquet(files["annotations"]))
+    except DatakitError as exc:
+        raise RecipeError(f"curate.annotations: {files['annotations']}: {exc}") from None
+    consensus = pd.read_parquet(files["consensus"]) if "consensus" in files else None
+    known = set(votes["task"].dropna().astype(str))
+    if consensus is not None:
+        known |= set(consensus["item"].dropna().astype(str))
+    keys = _task_keys(kept, known)
+    key_to_id: dict[str, str] = {}
+    for key, image_id in zip(keys, kept["id"].astype(str)):
+        if key is not None:
+            key_to_id.setdefault(key, image_id)
+    if not key_to_id:
+        raise DatakitError(f"None of the {len(known)} crowd tasks in {files['annotations']} matches an image of this "
+                           f"build (task ids are matched to the manifest id, the candidate id, or "
+                           f"<label>:<candidate id>); are these the votes for this dataset's images?")
+    unmatched = len(known - set(key_to_id))
+    if unmatched:
+        logger.info("curate: %d crowd tasks match no kept image (rejected earlier, or other images)", unmatched)
+    v = votes[votes["task"].astype(str).isin(key_to_id)].copy()
+    v["task"] = v["task"].astype(str).map(key_to_id)
+    # a multiclass answer selects the image when it names the image's class
+    row_label = kept.set_index(kept["id"].astype(str))["label"].astype(object)
+    lab = v["label"].astype(object)
+    other = ~lab.isin([YES, NO]).to_numpy()
+    if other.any():
+        truth = v["task"].map(row_label).astype(object)
+        v.loc[other, "label"] = np.where(lab[other].astype(str).to_numpy() == truth[other].astype(str).to_numpy(),
+                                         YES, NO)
+    c = None
+    if consensus is not None:
+        c = consensus[consensus["item"].astype(str).isin(key_to_id)].copy()
+        c["item"] = c["item"].astype(str).map(key_to_id)
+    filled = add_vote_columns(kept, votes=v if len(v) else None, consensus=c)
+    if "selection_frequency" not in filled.columns:
+        filled["selection_frequency"] = np.nan
+    reference = _reference_frequencies(files) if spec.strategy == "matched-frequency" else None
+    try:
+        chosen = curate_by_frequency(filled, spec.strategy, threshold=spec.threshold, per_class=spec.per_class,
+                                     reference=reference, bins=spec.bins, seed=spec.seed)
+    except ValueError as exc:
+        raise RecipeError(f"curate: {exc}") from None
+    unlabeled = (~chosen["selected"]) & chosen["curation_reason"].isna()
+    chosen.loc[unlabeled, "curation_reason"] = "unlabeled"
+    info = {"strategy": spec.strategy, "split": spec.split, "others": spec.others,
+            **({"threshold": spec.threshold} if spec.strategy == "threshold" else {"per_class": spec.per_class}),
+            **({"bins": spec.bins, "seed": spec.seed, "reference": files["reference"]}
+               if spec.strategy == "matched-frequency" else {}),
+            "annotations": files["annotations"], "consensus": files.get("consensus"),
+            "inputs_sha256": files["sha256"],
+            "votes_used": int(len(v)), "images_with_votes": int(chosen["votes"].notna().sum()),
+            "tasks_not_matched": int(unmatched), "candidates": int(len(chosen)),
+            "selected": int(chosen["selected"].sum())}
+    return chosen, info
+
+
+def _curated_fixed(spec, selected: np.ndarray, fixed: list, fractions: tuple, strategy: str) -> tuple[list, tuple]:
+    """Fixed splits and fractions that send selected images to ``spec.split`` and no other image there."""
+    if spec.others == "reject":
+        return [spec.split] * len(fixed), fractions
+    fixed = [spec.split if s else (None if f == spec.split else f) for s, f in zip(selected, fixed)]
+    if strategy == "fractions" and spec.split in SPLIT_ORDER:
+        fr = list(fractions)
+        fr[SPLIT_ORDER.index(spec.split)] = 0.0
+        total = sum(fr)
+        if total > 0:
+            fr = [f / total for f in fr]
+        else:
+            fr[next(i for i, name in enumerate(SPLIT_ORDER) if name != spec.split)] = 1.0
+        fractions = tuple(fr)
+    return fixed, fractions
+
+
+def _apply_curation(spec, kept: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Reject the images not selected that ended up in the curated split; record counts in ``info``."""
+    selected = kept["selected"].to_numpy(dtype=bool)
+    out_of_place = ~selected & (kept["split"] == spec.split).to_numpy(dtype=bool)
+    reason = kept["curation_reason"].astype(object).to_numpy().copy()
+    detail = np.empty(len(kept), dtype=object)
+    if spec.others == "keep":
+        sel_groups = set(kept.loc[selected, "near_dup_group"].tolist())
+        near = out_of_place & kept["near_dup_group"].isin(sel_groups).to_numpy()
+        for i in np.flatnonzero(out_of_place):
+            detail[i] = (f"not selected ({reason[i]}), and split {spec.split!r} holds only selected images"
+                         + (": a near-duplicate of a selected image, so it cannot go to another split" if near[i]
+                            else ": the split protocol put it there"))
+        reason[near] = "near_duplicate_of_selected"
+    freq = kept["selection_frequency"].to_numpy(dtype=float, na_value=np.nan)
+    votes = kept["votes"].astype("Float64").to_numpy(dtype=float, na_value=np.nan)
+    for i in np.flatnonzero(out_of_place):
+        how = ("no crowd vote matched this image" if np.isnan(freq[i])
+               else f"selection frequency {freq[i]:.3f} from {int(votes[i]) if not np.isnan(votes[i]) else '?'} votes")
+        detail[i] = f"{how}; strategy {spec.strategy!r}" + (f"; {detail[i]}" if detail[i] else "")
+    dropped = kept[out_of_place]
+    rej = pd.DataFrame({"id": dropped["id"].to_numpy(), "source": dropped["source"].to_numpy(),
+                        "source_ref": dropped["source_ref"].to_numpy(), "stage": "curate",
+                        "reason": reason[out_of_place], "detail": detail[out_of_place]})
+    info["rejected"] = int(out_of_place.sum())
+    info["rejected_by_reason"] = {str(k): int(n) for k, n in rej.groupby("reason").size().items()}
+    info["kept_outside_split"] = int((~selected & ~out_of_place).sum())
+    return kept[~out_of_place].reset_index(drop=True), rej
 
 
 def _counts(manifest: pd.DataFrame, rejected: pd.DataFrame) -> dict:
@@ -625,7 +894,7 @@ def build_dataset(recipe: str | os.PathLike | Recipe, out: str | os.PathLike, *,
     previous = _read_info(out)
     if (previous is not None and previous.get("complete") and previous.get("build_key") == plan.key
             and (out / "manifest.parquet").exists()):
-        if (out / STAGING_DIR).exists():
+        if (out / STAGING_DIR).exists() and plan.curate is None:
             shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
         logger.info("%s is up to date with its recipe: nothing to do", out)
         return BuildResult(out=out, kept=previous["counts"]["kept"], rejected=previous["counts"]["rejected"],
@@ -658,7 +927,7 @@ def _build_lock(out: Path) -> Iterator[None]:
 
 def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, progress, chunk_size, batch_size,
                on_total) -> BuildResult:
-    staging = _Staging(out, plan.key, chunk_size)
+    staging = _Staging(out, plan.staging_key, chunk_size)
     lengths = {}
     for spec, source in plan.sources:
         done = staging.done(spec.name)
@@ -702,7 +971,11 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
     classes = _class_order([l for l in manifest["label"].dropna().astype(str).unique()], plan.recipe.categories)
     writer.write_categories(pd.DataFrame({"label": classes,
                                           "name": [plan.recipe.categories.get(c, c) for c in classes]}))
-    removed = _remove_orphans(out, set(manifest["id"].astype(str)))
+    keep_ids = set(manifest["id"].astype(str))
+    if plan.curate is not None:
+        # images [curate] did not select stay stored, so that new votes can re-curate without re-reading sources
+        keep_ids |= set(rejected.loc[rejected["stage"] == "curate", "id"].dropna().astype(str))
+    removed = _remove_orphans(out, keep_ids)
     recipe = plan.recipe
     sources_info = []
     for spec in recipe.sources:
@@ -739,7 +1012,8 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
         "classes": classes,
         "categories": {c: recipe.categories.get(c, c) for c in classes},
         "counts": _counts(manifest, rejected),
-        "deduplication": stats,
+        "deduplication": {k: v for k, v in stats.items() if k != "curation"},
+        **({"curation": stats["curation"]} if "curation" in stats else {}),
         "checksums": {"manifest_sha256": _file_sha256(out / "manifest.parquet"),
                       "rejected_sha256": _file_sha256(out / "rejected.parquet"),
                       "data_sha256": Dataset(out).checksum},
@@ -755,7 +1029,10 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
     if hasattr(os, "sync"):
         os.sync()
     writer.write_info(info)  # last: marks the build complete
-    staging.remove()
+    if plan.curate is None:
+        staging.remove()
+    else:
+        logger.info("keeping %s: new votes re-run only the finalize pass", staging.dir)
     for cache in (out / ".cache",):
         shutil.rmtree(cache, ignore_errors=True)
     return BuildResult(out=out, kept=len(manifest), rejected=len(rejected), skipped_sources=dict(plan.skipped),

@@ -31,6 +31,7 @@ work is done, naming the key and, for names, the valid choices.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -49,6 +50,7 @@ __all__ = [
     "SourceSpec",
     "NormalizeSpec",
     "SplitSpec",
+    "CurateSpec",
     "load_recipe",
     "parse_recipe",
     "resolve_data_root",
@@ -56,10 +58,14 @@ __all__ = [
     "TOP_LEVEL_KEYS",
     "SOURCE_KEYS",
     "SPLIT_KEYS",
+    "CURATE_KEYS",
+    "CURATE_STRATEGIES",
+    "CURATE_OTHERS",
 ]
 
 #: Keys allowed at the top level of a recipe.
-TOP_LEVEL_KEYS = ("name", "description", "seed", "data_root", "sources", "normalize", "splits", "categories")
+TOP_LEVEL_KEYS = ("name", "description", "seed", "data_root", "sources", "normalize", "splits", "categories",
+                  "curate")
 #: Keys of a ``[[sources]]`` table that the build interprets; every other key
 #: is passed to the source class as an option.
 SOURCE_KEYS = ("name", "kind", "optional", "label_map", "labels", "drop_unmapped", "keep_split", "fallback_for")
@@ -71,6 +77,13 @@ NEAR_DUPLICATE_VERIFY = ("pixels", "hash")
 #: Split protocols: stratified fractions, N images per class for training
 #: (Caltech101; the rest to test), or the sources' own splits.
 SPLIT_STRATEGIES = ("fractions", "per-class", "source")
+#: Keys of the ``[curate]`` table (ImageNetV2-style test-split curation from crowd votes).
+CURATE_KEYS = ("annotations", "consensus", "strategy", "threshold", "per_class", "bins", "reference", "split",
+               "others", "seed")
+#: How ``[curate]`` chooses images (see :func:`datakit.crowd.frequency.curate_by_frequency`).
+CURATE_STRATEGIES = ("threshold", "top", "matched-frequency")
+#: What happens to images ``[curate]`` does not select.
+CURATE_OTHERS = ("reject", "keep")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -161,6 +174,54 @@ class SplitSpec:
 
 
 @dataclass(frozen=True)
+class CurateSpec:
+    """The ``[curate]`` table: choose the images of one split from crowd selection frequencies.
+
+    ImageNetV2 (Recht et al., 2019) built its test sets from the share of
+    crowd workers who said an image shows its class (the selection frequency).
+
+    Attributes
+    ----------
+    annotations : str
+        A directory holding ``annotations.parquet`` (a dataset or candidates
+        directory) or a ``.parquet`` file with the long ``task, worker, label``
+        table; ``task`` is the image's manifest id, its candidate id, or
+        ``<source label>:<candidate id>``.
+    consensus : str or None
+        A ``consensus.parquet`` (``datakit crowd consensus``): its ``p_positive``
+        fills the manifest's ``p_correct``.
+    strategy : {"threshold", "top", "matched-frequency"}
+    threshold : float
+        ``threshold``: smallest selection frequency selected, in [0, 1].
+    per_class : int
+        ``top`` and ``matched-frequency``: images selected per class.
+    bins : int
+        ``matched-frequency``: equal-width frequency bins over [0, 1].
+    reference : str or None
+        ``matched-frequency``: the reference dataset's annotations (directory or
+        ``.parquet``), whose selection-frequency histogram is matched.
+    split : str
+        The split that receives the selected images.
+    others : {"reject", "keep"}
+        ``reject``: images not selected go to ``rejected.parquet`` (stage
+        ``curate``); ``keep``: they are split as usual, never into ``split``.
+    seed : int
+        Seeds the draws of ``matched-frequency``.
+    """
+
+    annotations: str
+    consensus: str | None = None
+    strategy: str = "threshold"
+    threshold: float = 0.7
+    per_class: int = 10
+    bins: int = 5
+    reference: str | None = None
+    split: str = "test"
+    others: str = "reject"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe.
 
@@ -175,6 +236,8 @@ class Recipe:
     splits : SplitSpec
     categories : dict
         Class id -> readable name (may be empty).
+    curate : CurateSpec or None
+        The ``[curate]`` table, if any.
     text : str
         The recipe verbatim (TOML), stored in ``datakit.json``.
     path : Path or None
@@ -190,6 +253,7 @@ class Recipe:
     data_root: Path | None = None
     text: str = ""
     path: Path | None = None
+    curate: CurateSpec | None = None
 
     @property
     def sha256(self) -> str:
@@ -209,7 +273,15 @@ class Recipe:
             "normalize": {"style": self.normalize.style, "options": self.normalize.options},
             "splits": self.splits.__dict__.copy(),
             "categories": self.categories,
+            # only when present, so recipes without [curate] keep their hash
+            **({"curate": dataclasses.asdict(self.curate)} if self.curate is not None else {}),
         }
+
+    def processing_sha256(self) -> str:
+        """Hash of everything but ``[curate]``: what decides the per-image work."""
+        canon = self.canonical()
+        canon.pop("curate", None)
+        return hashlib.sha256(json.dumps(canon, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _where(path: str | None) -> str:
@@ -461,6 +533,59 @@ def _parse_splits(raw: Any, seed: int, origin: str | None) -> SplitSpec:
                      near_duplicate_verify=verify, near_duplicate_similarity=float(sim))
 
 
+def _parse_curate(raw: Any, seed: int, origin: str | None) -> CurateSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"'curate' must be a table{_where(origin)}.")
+    _check_keys(raw, CURATE_KEYS, "curate.", origin)
+    if "annotations" not in raw:
+        raise RecipeError(f"Missing key curate.annotations{_where(origin)}: name the crowd votes to curate from "
+                          "(a directory holding annotations.parquet, or a .parquet file).")
+    paths = {}
+    for key in ("annotations", "consensus", "reference"):
+        value = raw.get(key)
+        if value is not None:
+            _typed(value, str, f"curate.{key}", origin, "a path (string)")
+            if not value.strip():
+                raise RecipeError(f"curate.{key} must be a path, got an empty string{_where(origin)}.")
+        paths[key] = value
+    strategy = raw.get("strategy", "threshold")
+    if strategy not in CURATE_STRATEGIES:
+        raise RecipeError(f"curate.strategy: unknown value {strategy!r}{_where(origin)}. "
+                          f"Valid values are {{{', '.join(CURATE_STRATEGIES)}}}.")
+    others = raw.get("others", "reject")
+    if others not in CURATE_OTHERS:
+        raise RecipeError(f"curate.others: unknown value {others!r}{_where(origin)}. "
+                          f"Valid values are {{{', '.join(CURATE_OTHERS)}}}.")
+    threshold = _typed(raw.get("threshold", 0.7), (int, float), "curate.threshold", origin,
+                       "a selection frequency between 0 and 1")
+    if not 0 <= threshold <= 1:
+        raise RecipeError(f"curate.threshold must be a selection frequency between 0 and 1, got {threshold!r}"
+                          f"{_where(origin)}.")
+    per_class = _typed(raw.get("per_class", 10), int, "curate.per_class", origin, "a positive integer")
+    if per_class < 1:
+        raise RecipeError(f"curate.per_class must be a positive integer, got {per_class!r}{_where(origin)}.")
+    bins = _typed(raw.get("bins", 5), int, "curate.bins", origin, "a positive integer")
+    if bins < 1:
+        raise RecipeError(f"curate.bins must be a positive integer, got {bins!r}{_where(origin)}.")
+    split = _typed(raw.get("split", "test"), str, "curate.split", origin, "a split name")
+    if not _NAME_RE.match(split):
+        raise RecipeError(f"curate.split must be a split name (letters, digits, '_', '-', '.'), got {split!r}"
+                          f"{_where(origin)}.")
+    cseed = _typed(raw.get("seed", seed), int, "curate.seed", origin, "an integer")
+    if strategy == "matched-frequency" and paths["reference"] is None:
+        raise RecipeError(f"Missing key curate.reference{_where(origin)}: strategy 'matched-frequency' matches the "
+                          "selection-frequency distribution of a reference dataset; name its annotations "
+                          "(a directory holding annotations.parquet, or a .parquet file).")
+    if strategy != "matched-frequency" and paths["reference"] is not None:
+        raise RecipeError(f"curate.reference is only used by strategy 'matched-frequency', not {strategy!r}"
+                          f"{_where(origin)}; remove it or change the strategy.")
+    return CurateSpec(annotations=paths["annotations"], consensus=paths["consensus"], strategy=strategy,
+                      threshold=float(threshold), per_class=per_class, bins=bins, reference=paths["reference"],
+                      split=split, others=others, seed=cseed)
+
+
 def parse_recipe(text_or_dict: str | Mapping, *, origin: str | os.PathLike | None = None) -> Recipe:
     """Validate a recipe given as TOML text or an already-parsed dict.
 
@@ -531,9 +656,10 @@ def parse_recipe(text_or_dict: str | Mapping, *, origin: str | os.PathLike | Non
         if not isinstance(v, str):
             raise RecipeError(f"categories.{k} must be a readable name (string), got {v!r}{_where(where)}.")
         categories[str(k)] = v
+    curate = _parse_curate(raw.get("curate"), seed, where)
     return Recipe(name=name, description=description, seed=seed, data_root=data_root, sources=sources,
                   normalize=normalize, splits=splits, categories=categories, text=text,
-                  path=Path(origin) if origin is not None else None)
+                  path=Path(origin) if origin is not None else None, curate=curate)
 
 
 def load_recipe(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> Recipe:

@@ -111,6 +111,19 @@ def render_datasheet(info: dict) -> str:
     out += [""]
 
     out += ["## Splits", "", _protocol(info.get("splits", {})), ""]
+    cur = info.get("curation")
+    if cur:
+        how = {"threshold": f"selection frequency >= {cur.get('threshold')}",
+               "top": f"the {cur.get('per_class')} images per class with the highest selection frequency",
+               "matched-frequency": f"{cur.get('per_class')} images per class drawn to match the selection-frequency "
+                                    f"histogram ({cur.get('bins')} bins) of a reference dataset"}.get(cur.get("strategy"))
+        others = ("rejected (stage `curate`)" if cur.get("others") == "reject"
+                  else f"kept in the other splits, except {cur.get('rejected', 0)} that could only go to "
+                       f"`{cur.get('split')}` and were rejected")
+        out += [f"Split `{cur.get('split')}` was curated the ImageNetV2 way from crowd votes: {how} "
+                f"(strategy `{cur.get('strategy')}`). {cur.get('selected', 0)} of {cur.get('candidates', 0)} images "
+                f"were selected ({cur.get('images_with_votes', 0)} had votes; {cur.get('votes_used', 0)} votes used); "
+                f"the others were {others}.", ""]
     dd = info.get("deduplication", {})
     nd = dd.get("near_duplicates", {})
     if nd:
