@@ -175,6 +175,8 @@ _MEMO: dict[tuple, np.ndarray] = {}
 _MEMO_LIMIT = 4
 #: datasets up to this size (at the requested size and mode) are decoded whole, once
 _FULL_LOAD_BYTES = 256 * 2**20
+#: ... and never datasets larger than this (they are decoded in the pieces asked for)
+_MAX_FULL_BYTES = 2 * 2**30
 
 
 def _full_arrays(ds: Dataset, size: tuple[int, int], mode: str) -> np.ndarray:
@@ -203,7 +205,7 @@ def load_images(group: Group, positions: np.ndarray | None, size: tuple[int, int
     ndarray, shape (N, H, W) for ``"L"`` or (N, H, W, 3) for ``"RGB"``, uint8
 
     When the whole dataset fits in 256 MiB at this size and mode, or more than
-    a third of it is requested, the whole dataset is loaded once through
+    a third of it is requested and it fits in 2 GiB, the whole dataset is loaded once through
     :meth:`Dataset.load_arrays` (cached on disk and in memory) and sliced;
     otherwise only the requested files are decoded.
     """
@@ -216,8 +218,9 @@ def load_images(group: Group, positions: np.ndarray | None, size: tuple[int, int
         shape = (0, *size) if mode == "L" else (0, *size, 3)
         return np.zeros(shape, np.uint8)
     channels = 1 if mode == "L" else 3
-    small = n_total * size[0] * size[1] * channels <= _FULL_LOAD_BYTES
-    if small or len(positions) * 3 > n_total or (str(ds.root), ds.checksum, size, mode) in _MEMO:
+    total_bytes = n_total * size[0] * size[1] * channels
+    whole = total_bytes <= _FULL_LOAD_BYTES or (len(positions) * 3 > n_total and total_bytes <= _MAX_FULL_BYTES)
+    if whole or (str(ds.root), ds.checksum, size, mode) in _MEMO:
         # decode the whole dataset once (cached on disk and in memory): audits sample it repeatedly
         return _full_arrays(ds, size, mode)[positions]
     out = []

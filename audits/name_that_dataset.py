@@ -161,7 +161,10 @@ def name_that_dataset(
 
     # learning curve (linear probe, on the pixel basis fitted once on all training images)
     curve_rows = []
-    for n in [s for s in sizes if s <= n_train] or [n_train]:
+    curve_sizes = [s for s in sizes if s <= n_train]
+    if not curve_sizes or (max(sizes) > n_train and n_train not in curve_sizes):
+        curve_sizes.append(n_train)  # the largest size the data allows
+    for n in curve_sizes:
         repeats = 3 if n < 100 else 1
         accs = []
         for r in range(repeats):

@@ -157,6 +157,7 @@ def rotation_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04
 def orientation_artifacts(
     datasets: Sequence[Dataset], *, threshold: float = 0.6, tol: float = 0.06, size_cap: int = 128,
     max_examples: int = 16, group_by: str = "auto", class_map: Mapping[str, Mapping[str, str]] | None = None,
+    chunk: int = 8192,
 ) -> AuditResult:
     """Flag images with rotation corners; fraction flagged per dataset and class.
 
@@ -173,6 +174,8 @@ def orientation_artifacts(
         Flagged images shown in the report figure.
     group_by : {"auto", "dataset", "source"}
     class_map : mapping, optional
+    chunk : int
+        Images examined at a time (bounds memory on large datasets).
 
     Returns
     -------
@@ -193,16 +196,23 @@ def orientation_artifacts(
         if note:
             notes.append(f"{g.name}: {note}")
         mode = common_mode([g])
-        images = load_images(g, None, size, mode)
-        scores, corners = rotation_scores(images, tol)
+        # in chunks: memory stays bounded on large datasets (small ones are decoded once and sliced)
+        score_parts, corner_parts = [], []
+        for start in range(0, len(g), chunk):
+            images = load_images(g, g.positions[start:start + chunk], size, mode)
+            part, corners = rotation_scores(images, tol)
+            score_parts.append(part)
+            corner_parts.append(corners)
+            examples += [(float(part[i]), g.name, images[i].copy()) for i in np.argsort(-part)[:max_examples]
+                         if part[i] >= threshold]
+            examples = sorted(examples, key=lambda e: -e[0])[:max_examples]
+        scores, corners = np.concatenate(score_parts), np.concatenate(corner_parts)
         labels = shared_labels(g, class_map)
         frame = pd.DataFrame({"dataset": g.name, "id": g.frame["id"].to_numpy(), "label": labels.to_numpy(),
                               "score": scores, "flag": scores >= threshold})
         for j, name in enumerate(_CORNERS):
             frame[f"corner_{name}"] = corners[:, j]
         frames.append(frame)
-        top = np.argsort(-scores)[:max_examples]
-        examples += [(float(scores[i]), g.name, images[i]) for i in top if scores[i] >= threshold]
     per_image = pd.concat(frames, ignore_index=True)
     per_class = (per_image.assign(label=per_image["label"].fillna("(unlabeled)"))
                  .groupby(["dataset", "label"]).agg(n=("flag", "size"), n_flagged=("flag", "sum"),

@@ -14,6 +14,13 @@ The build runs in two passes.
    ``manifest.parquet`` (row groups), ``rejected.parquet``, ``categories.csv``,
    ``DATASHEET.md`` and, last, ``datakit.json``, which marks the build complete.
 
+With a ``[curate]`` table, finalize also fills ``votes``, ``selection_frequency``
+and ``p_correct`` from crowd votes and puts the images chosen by selection
+frequency (ImageNetV2) into the curated split; the others are rejected (stage
+``curate``) or split elsewhere. The vote files' sha256 is part of the build key,
+and curated builds keep ``.build`` (metadata only), so new votes re-run only
+the finalize pass.
+
 A re-run of a complete build with the same recipe, data root and available
 sources does no work. Timings live in ``datakit.json``, never in the manifest,
 so an interrupted-then-resumed build writes a manifest identical to an
@@ -692,15 +699,24 @@ def _select_by_frequency(plan: BuildPlan, kept: pd.DataFrame) -> tuple[pd.DataFr
     if consensus is not None:
         c = consensus[consensus["item"].astype(str).isin(key_to_id)].copy()
         c["item"] = c["item"].astype(str).map(key_to_id)
-    filled = add_vote_columns(kept, votes=v if len(v) else None, consensus=c)
-    if "selection_frequency" not in filled.columns:
-        filled["selection_frequency"] = np.nan
+        c = c.drop_duplicates("item", keep="last")
+    counts_ok = c is not None and {"votes", "selection_frequency"} <= set(c.columns)
+    filled = add_vote_columns(kept, votes=v if len(v) else None,
+                              consensus=c if (len(v) or counts_ok) else None)
+    if c is not None and "p_correct" not in filled.columns:
+        filled["p_correct"] = kept["id"].astype(str).map(c.set_index("item")["p_positive"]).astype("float64")
+    for col, dtype in (("votes", "Int64"), ("selection_frequency", "float64")):
+        if col not in filled.columns:
+            filled[col] = pd.Series([None] * len(filled), dtype=dtype, index=filled.index)
     reference = _reference_frequencies(files) if spec.strategy == "matched-frequency" else None
     try:
         chosen = curate_by_frequency(filled, spec.strategy, threshold=spec.threshold, per_class=spec.per_class,
                                      reference=reference, bins=spec.bins, seed=spec.seed)
     except ValueError as exc:
         raise RecipeError(f"curate: {exc}") from None
+    if not chosen["selected"].any():
+        logger.warning("curate: no image was selected for split %r (strategy %r); check the votes and the options",
+                       spec.split, spec.strategy)
     unlabeled = (~chosen["selected"]) & chosen["curation_reason"].isna()
     chosen.loc[unlabeled, "curation_reason"] = "unlabeled"
     info = {"strategy": spec.strategy, "split": spec.split, "others": spec.others,

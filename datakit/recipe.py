@@ -25,6 +25,11 @@ classes), the normalization and the split protocol of one dataset::
     [categories]
     "0" = "zero"
 
+    [curate]                 # optional: choose the test images from crowd votes (ImageNetV2)
+    annotations = "pool"     # annotations.parquet (or its directory)
+    strategy = "threshold"   # or "top" / "matched-frequency" (with reference = ...)
+    threshold = 0.7
+
 Every malformed recipe raises :class:`datakit.errors.RecipeError` before any
 work is done, naming the key and, for names, the valid choices.
 """

@@ -63,4 +63,6 @@ def write_report(run: AuditRun, out: str | os.PathLike, formats: Iterable[str] =
                 atomic_write_bytes(out / rel, data)
             atomic_write_text(path, text)
         paths.append(path)
+    for path in [*paths, *(out / "figures").glob("*.png")]:
+        os.chmod(path, 0o644)  # atomic writes create 0600 temp files; reports are for sharing
     return paths

@@ -46,6 +46,8 @@ def test_rotated_photos_flagged_originals_not(tmp_path):
     assert per_class.loc["rotated", "flagged_fraction"] == 1.0 and per_class.loc["upright", "flagged_fraction"] == 0
     assert res.summary["flagged_fraction"] == 0.5 and res.summary["max_class"] == "rotated"
     assert "flagged_examples" in res.figures
+    chunked = get_audit("orientation_artifacts")([ds], chunk=5)  # memory-bounded pieces: same answer
+    assert chunked.per_image["score"].tolist() == res.per_image["score"].tolist()
 
 
 def test_rotated_real_dataset_images(shared_data):
