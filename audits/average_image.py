@@ -98,11 +98,10 @@ def average_image(
                              for c in sorted(labels.loc[train_f.index].unique())])
         test_f = sample_rows(test_f, max_test, rng)
         classes = sorted(labels.loc[train_f.index].unique(), key=lambda c: -int((labels == c).sum()))
-        x_train = load_images(g, train_f.index.to_numpy(), size, mode).astype(np.float32) / 255.0
         y_train = labels.loc[train_f.index].to_numpy()
         group_means, group_stds = {}, {}
-        for c in classes:
-            xc = x_train[y_train == c]
+        for c in classes:  # one class at a time: memory stays bounded with many classes
+            xc = load_images(g, train_f.index.to_numpy()[y_train == c], size, mode).astype(np.float32) / 255.0
             group_means[c] = xc.mean(0)
             group_stds[c] = xc.std(0)
         means[g.name], stds[g.name], labels_by_group[g.name] = group_means, group_stds, classes
@@ -134,10 +133,13 @@ def average_image(
     shown = ordered[:max_classes_shown]
     if len(ordered) > len(shown):
         notes.append(f"grids show {len(shown)} of {len(ordered)} classes")
-    names_in = {}
+    names_in: dict[str, set] = {}
     for g in labeled:
-        names_in.update(dict(zip(shared_labels(g, class_map).dropna().astype(str), g.frame["label_name"].astype(str))))
-    col_labels = [names_in.get(c, c) if names_in.get(c) not in (None, "None", "nan") else c for c in shown]
+        for c, n in zip(shared_labels(g, class_map).astype(object), g.frame["label_name"].astype(object)):
+            if isinstance(c, str) and isinstance(n, str):
+                names_in.setdefault(c, set()).add(n)
+    # a readable name when every dataset agrees on it, else the (shared) class id itself
+    col_labels = [next(iter(names_in[c])) if len(names_in.get(c, ())) == 1 else c for c in shown]
     row_labels = list(means)
     figures = {
         "mean_images": image_grid([[means[g].get(c) for c in shown] for g in row_labels], row_labels, col_labels,

@@ -253,6 +253,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, result)
 
 
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a listen backlog for a crowd, not the default 5.
+
+    With the default backlog, twenty annotators connecting at the same moment
+    overflow the accept queue and some connections are reset by the kernel.
+    """
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 def make_server(root: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
                 db_path: str | os.PathLike | None = None) -> ThreadingHTTPServer:
     """A ready (not yet serving) HTTP server for the dataset at ``root``; ``port=0`` picks a free port.
@@ -261,8 +272,7 @@ def make_server(root: str | os.PathLike, host: str = "127.0.0.1", port: int = 80
     """
     app = AnnotationApp(root, db_path)
     handler = type("AnnotateHandler", (_Handler,), {"app": app})
-    server = ThreadingHTTPServer((host, port), handler)
-    server.daemon_threads = True
+    server = _Server((host, port), handler)
     server.app = app  # type: ignore[attr-defined]
     return server
 

@@ -57,7 +57,7 @@ def _table(kernel: str) -> tuple[np.ndarray, float]:
 
 
 def axis_weights(n_in: int, n_out: int, scale: np.ndarray | float, center_in: np.ndarray | float,
-                 center_out: np.ndarray | float, kernel: str = "triangle") -> np.ndarray:
+                 center_out: np.ndarray | float, kernel: str = "triangle", widen: bool = True) -> np.ndarray:
     """Weights mapping ``n_in`` input pixels to ``n_out`` output pixels along one axis, for N images.
 
     Output pixel ``i`` (center ``i + 0.5``) samples the input at
@@ -72,6 +72,9 @@ def axis_weights(n_in: int, n_out: int, scale: np.ndarray | float, center_in: np
     scale, center_in, center_out : float or ndarray of shape (N,)
         ``scale`` > 0.
     kernel : {"box", "triangle", "bicubic", "lanczos"}
+    widen : bool, default True
+        False: never stretch the filter (point-sample the input through the
+        interpolating filter, also when shrinking).
 
     Returns
     -------
@@ -83,7 +86,7 @@ def axis_weights(n_in: int, n_out: int, scale: np.ndarray | float, center_in: np
                                                        np.asarray(center_in, np.float32).ravel(),
                                                        np.asarray(center_out, np.float32).ravel())
     n = scale.shape[0]
-    fs = np.minimum(scale, np.float32(1.0))
+    fs = np.minimum(scale, np.float32(1.0)) if widen else np.ones_like(scale)
     y = ((np.arange(n_out, dtype=np.float32)[None, :] + np.float32(0.5) - center_out[:, None]) / scale[:, None]
          + center_in[:, None])  # (n, n_out): input coordinate each output pixel samples
     reach = np.float32(r - 1.0) / fs  # filter radius in input pixels
