@@ -130,17 +130,19 @@ def _wide_table(kernel: str, half: int) -> np.ndarray:
 
 
 def weights_pair(n_rows: int, n_cols: int, n_out: int, scale: float, center_rows: float, out_rows: float,
-                 center_cols: float, out_cols: float, kernel: str = "triangle") -> tuple[np.ndarray, np.ndarray]:
+                 center_cols: float, out_cols: float, kernel: str = "triangle",
+                 widen: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """:func:`axis_weights` for both axes of one image, with as few numpy calls as possible.
 
     The filter is symmetric, so the table is indexed by ``(y_i - k - 0.5) * fs``
     directly; the table is made wide enough for every index that can occur,
     so nothing needs clipping. Outside pixels count as 0 (see :func:`axis_weights`).
 
+    ``widen=False``: the filter is not stretched when shrinking (as :func:`axis_weights`).
     Returns ``(wy, wx)``: (n_out, n_rows) and (n_out, n_cols) float32.
     """
     radius = KERNELS[kernel][1]
-    fs = min(scale, 1.0)
+    fs = min(scale, 1.0) if widen else 1.0
     pad = int(radius / fs) + 2  # virtual zero pixels beyond each edge
     n_in = max(n_rows, n_cols)
     inv = 1.0 / scale
@@ -150,8 +152,8 @@ def weights_pair(n_rows: int, n_cols: int, n_out: int, scale: float, center_rows
     reach = max(abs(y_last + pad), abs(n_in + pad - y_first)) * fs + 2  # largest |y_i - c_k| * fs
     half = 1 << max(4, int(reach).bit_length())
     if half > 8192:  # a huge image: fall back to the clipped, small-table path
-        wy = axis_weights(n_rows, n_out, scale, center_rows, out_rows, kernel)[0]
-        wx = axis_weights(n_cols, n_out, scale, center_cols, out_cols, kernel)[0]
+        wy = axis_weights(n_rows, n_out, scale, center_rows, out_rows, kernel, widen)[0]
+        wx = axis_weights(n_cols, n_out, scale, center_cols, out_cols, kernel, widen)[0]
         return wy, wx
     table = _wide_table(kernel, half)
     f = fs * _STEPS
