@@ -72,15 +72,16 @@ def _load_hash(item: tuple[str, str]) -> int:
         return phash(np.asarray(im))
 
 
-def _per_image(fn, items: list, workers: int | None):
+def _per_image(fn, items: list, workers: int | None, scheduler: str | None = None):
     """Map ``fn`` over ``items`` through datakit's executor (ordered; per-item errors captured)."""
     from datakit.parallel import get_executor
 
-    with get_executor(workers) as executor:
+    with get_executor(workers, scheduler) as executor:
         return list(executor.map(fn, items, batch_size=256))
 
 
-def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None) -> pd.DataFrame:
+def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None,
+           scheduler: str | None = None) -> pd.DataFrame:
     """All images of all datasets in one frame, with phash filled in where missing."""
     names = _unique_names([ds.name for ds in datasets])
     parts = []
@@ -105,7 +106,7 @@ def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None) -
         if len(missing):
             failed = []
             paths = part["path"].to_numpy()
-            results = _per_image(_load_hash, [(str(ds.root), paths[i]) for i in missing], workers)
+            results = _per_image(_load_hash, [(str(ds.root), paths[i]) for i in missing], workers, scheduler)
             for i, res in zip(missing, results):
                 if res.ok:
                     hashes[i], valid[i] = res.value, True
@@ -185,7 +186,7 @@ def _thumbnail(item: tuple[str, str]) -> np.ndarray:
 
 
 def _similarity(f: pd.DataFrame, roots: list, first: np.ndarray, u: np.ndarray, v: np.ndarray,
-                workers: int | None, chunk: int = 8192) -> np.ndarray:
+                workers: int | None, chunk: int = 8192, scheduler: str | None = None) -> np.ndarray:
     """Pearson correlation of the 32x32 grayscale thumbnails of node pairs ``(u, v)``, shape (K,).
 
     Correlation ignores brightness and contrast changes; two flat images count
@@ -199,7 +200,7 @@ def _similarity(f: pd.DataFrame, roots: list, first: np.ndarray, u: np.ndarray, 
     ok = np.ones(len(nodes), dtype=bool)
     ds, paths = f["_ds"].to_numpy(), f["path"].to_numpy()
     rows = first[nodes]
-    results = _per_image(_thumbnail, [(str(roots[ds[r]]), paths[r]) for r in rows], workers)
+    results = _per_image(_thumbnail, [(str(roots[ds[r]]), paths[r]) for r in rows], workers, scheduler)
     for k, res in enumerate(results):
         if not res.ok:  # unreadable: never confirmed
             logger.warning("duplicates: cannot read %s (%s); its pairs are not confirmed", paths[rows[k]], res.reason)
@@ -421,7 +422,7 @@ def _int_option(value, name: str, lo: int, hi: int) -> int:
 def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_split: str = "train",
                test_split: str = "test", verify: str = "pixels", min_similarity: float = 0.98,
                n_examples: int = 8, max_listed: int = 1000, n_jobs: int | None = None,
-               workers: int | None = 0) -> AuditResult:
+               workers: int | None = 0, scheduler: str | None = None) -> AuditResult:
     """Exact and near duplicates within splits, across splits, sources and datasets.
 
     Parameters
@@ -456,6 +457,9 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
         stored ``phash``, thumbnails for the pixel check), through
         :func:`datakit.parallel.get_executor`: 0 (default) runs in this
         process, None uses one per core.
+    scheduler : str, optional
+        Run that per-image work on a Dask cluster instead (``tcp://HOST:PORT``
+        or ``"local-cluster"``; ``datakit audit --scheduler``).
 
     Returns
     -------
@@ -506,7 +510,7 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     if not datasets:
         return skipped(NAME, "no dataset given")
     notes: list[str] = []
-    f = _frame(datasets, notes, workers)
+    f = _frame(datasets, notes, workers, scheduler)
     if f.empty:
         return skipped(NAME, "the datasets have no images")
     n = len(f)
@@ -530,7 +534,7 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     u, v, d = hn[pairs[:, 0]], hn[pairs[:, 1]], dist
     info_verify: dict = {"hash_candidate_pairs": int(len(u))}
     if verify == "pixels" and len(u):
-        sim = _similarity(f, [ds.root for ds in datasets], first, u, v, workers)
+        sim = _similarity(f, [ds.root for ds in datasets], first, u, v, workers, scheduler=scheduler)
         keep = sim >= min_similarity
         info_verify.update(confirmed_pairs=int(keep.sum()), rejected_pairs=int((~keep).sum()),
                            rejected_similarity_max=float(sim[~keep].max()) if (~keep).any() else None)

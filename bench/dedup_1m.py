@@ -103,6 +103,32 @@ def pool(n: int, seed: int, n_real: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return hashes[perm], planted_at, source_at, note
 
 
+def clustered_pool(n: int, seed: int, n_real: int, distinct: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """``n`` clustered hashes: ``distinct`` bases (real pHashes first, random ones after) and
+    ``n - distinct`` copies of random bases with 1 to 3 bits flipped (many equal or near-equal hashes,
+    like the pHashes of augmented images). Returns hashes (shuffled), copy positions, their bases' positions.
+    """
+    rng = np.random.default_rng(seed)
+    real, note = real_hashes(n_real)
+    real = real[:distinct]
+    base = np.concatenate([real, rng.integers(0, 2**64, distinct - len(real), dtype=np.uint64)])
+    n_copies = n - len(base)
+    src = rng.integers(0, len(base), n_copies)
+    dist = rng.integers(1, 4, n_copies)
+    flips = np.zeros(n_copies, np.uint64)
+    for k in range(3):  # up to 3 bit positions; equal draws or dist <= k leave fewer flips
+        bit = rng.integers(0, 64, n_copies).astype(np.uint64)
+        flips ^= np.where(dist > k, np.uint64(1) << bit, np.uint64(0))
+    hashes = np.concatenate([base, base[src] ^ flips])
+    perm = rng.permutation(n)
+    inv = np.empty(n, np.int64)
+    inv[perm] = np.arange(n)
+    note += (f"; clustered: {len(base)} distinct bases ({len(real)} real), {n_copies} copies of random bases "
+             f"with 1-3 bits flipped; {len(np.unique(hashes))} distinct hashes in all")
+    return hashes[perm], inv[len(base) + np.arange(n_copies)], inv[src], note
+
+
 def measure(hashes: np.ndarray, r: int, n_jobs: int) -> dict:
     tracemalloc.start()
     tracemalloc.reset_peak()
@@ -154,6 +180,8 @@ def main(argv=None) -> int:
     ap.add_argument("--jobs", default="1,2", help="thread counts to time at the largest radius")
     ap.add_argument("--real", type=int, default=10_000, help="MNIST test images to hash (0: synthetic only)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--clustered", type=int, default=0,
+                    help="clustered pool: this many distinct bases, the rest 1-3-bit copies (0: the default pool)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     args = ap.parse_args(argv)
     radii = [int(v) for v in args.radii.split(",")]
@@ -165,7 +193,9 @@ def main(argv=None) -> int:
     print(f"# near-duplicate search benchmark ({platform.node()}, {os.cpu_count()} cores, "
           f"python {platform.python_version()}, numpy {np.__version__})")
     t0 = time.perf_counter()
-    hashes, planted_at, source_at, note = pool(args.n, args.seed, args.real)
+    make = pool if not args.clustered else (
+        lambda n, seed, real: clustered_pool(n, seed, real, max(1, args.clustered * n // args.n)))
+    hashes, planted_at, source_at, note = make(args.n, args.seed, args.real)
     print(f"pool of {len(hashes):,} hashes built in {time.perf_counter() - t0:.1f}s: {note}", flush=True)
 
     results = []
@@ -199,7 +229,7 @@ def main(argv=None) -> int:
         if n == len(hashes):
             m = full[(r_max, jobs[-1])]
         else:
-            h, _, _, _ = pool(n, args.seed + n, args.real * n // args.n)  # same share of real hashes
+            h, _, _, _ = make(n, args.seed + n, args.real * n // args.n)  # same share of real hashes
             m = measure(h, r_max, jobs[-1])
         growth.append({k: v for k, v in m.items() if not k.startswith("_")})
         print(f"  n={n:,}: wall {m['wall_s']} s, CPU {m['cpu_s']} s, pairs {m['pairs']:,}, "

@@ -26,7 +26,7 @@ from datakit.errors import DatakitError, ImageRejected
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ItemResult", "Executor", "SerialExecutor", "ProcessExecutor", "get_executor", "run_batch"]
+__all__ = ["check_scheduler", "ItemResult", "Executor", "SerialExecutor", "ProcessExecutor", "get_executor", "run_batch"]
 
 
 @dataclass
@@ -175,6 +175,22 @@ class ProcessExecutor(Executor):
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)
+
+
+def check_scheduler(scheduler: str | None) -> None:
+    """Check the form of a scheduler address before any work starts.
+
+    Raises
+    ------
+    DatakitError
+        Unless ``scheduler`` is None, ``"local-cluster"`` or ``tcp://HOST:PORT``.
+    """
+    if scheduler is None or scheduler == "local-cluster":
+        return
+    host, _, port = str(scheduler).removeprefix("tcp://").rpartition(":")
+    if not str(scheduler).startswith("tcp://") or not host or not port.isdigit():
+        raise DatakitError(f"Invalid scheduler {scheduler!r}. Valid values are 'local-cluster' or a Dask "
+                           "scheduler address 'tcp://HOST:PORT' (e.g. tcp://127.0.0.1:8786).")
 
 
 def get_executor(workers: int | None = None, scheduler: str | None = None) -> Executor:

@@ -19,8 +19,19 @@ workers_option = click.option(
     "--workers", type=click.IntRange(min=0), default=None,
     help="Local worker processes (default: one per core; 0 runs in this process).",
 )
+def _check_scheduler(ctx, param, value):
+    from datakit.errors import DatakitError
+    from datakit.parallel import check_scheduler
+
+    try:
+        check_scheduler(value)
+    except DatakitError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 scheduler_option = click.option(
-    "--scheduler", default=None, metavar="ADDR",
+    "--scheduler", default=None, metavar="ADDR", callback=_check_scheduler,
     help="Run the per-image work on a Dask cluster: tcp://HOST:PORT, or 'local-cluster' to start one "
          "here (127.0.0.1, --workers processes). Needs `pip install datakit[dask]`.",
 )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from datakit.cli._options import progress_bar, quiet_option
+from datakit.cli._options import progress_bar, quiet_option, scheduler_option, workers_option
 
 __all__ = ["audit"]
 
@@ -52,9 +52,11 @@ def _list_audits() -> None:
                    "(default: each audit's own; auto = sources when one dataset has several).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every sample and probe.")
 @click.option("--list", "list_only", is_flag=True, help="List the registered audits and exit.")
+@workers_option
+@scheduler_option
 @quiet_option
 def audit(datasets, audit_names, out, formats, fail_on, option_specs, map_specs, group_by, seed, list_only,
-          quiet):
+          workers, scheduler, quiet):
     """Audit one or more datasets for bias; write a report.
 
     Runs the audits (average images, Name That Dataset, cross-dataset
@@ -106,7 +108,7 @@ def audit(datasets, audit_names, out, formats, fail_on, option_specs, map_specs,
 
     try:
         run = run_audits(opened, selected, options, class_map=class_map, seed=seed, group_by=group_by,
-                         progress=progress)
+                         progress=progress, workers=workers, scheduler=scheduler)
     finally:
         bar.close()
     paths = write_report(run, out, formats)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from datakit.cli._options import emit_table, format_option, progress_bar, quiet_option
+from datakit.cli._options import emit_table, format_option, progress_bar, quiet_option, scheduler_option
 
 __all__ = ["candidates"]
 
@@ -65,11 +65,12 @@ Example:
               help="HTTP backends: retries on 429/5xx/connection errors (exponential backoff, Retry-After honoured).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="HTTP backends: response cache (default DIR/.http-cache).")
+@scheduler_option
 @quiet_option
 @format_option
 def candidates(categories, source, out, per_synset, per_query, queries_file, no_parent, langs, no_translations,
                match, allow_private,
-               max_bytes, min_size, timeout, workers, min_interval, retries, cache_dir, quiet, fmt):
+               max_bytes, min_size, timeout, workers, min_interval, retries, cache_dir, scheduler, quiet, fmt):
     import pandas as pd
 
     from datakit.errors import DatakitError
@@ -92,7 +93,7 @@ def candidates(categories, source, out, per_synset, per_query, queries_file, no_
         run = collect_candidates(frame, backend, out, per_synset=per_synset, per_query=per_query, queries=queries,
                                  parent=not no_parent,
                                  langs=None if no_translations else (list(langs) or DEFAULT_LANGS),
-                                 policy=policy, workers=workers,
+                                 policy=policy, workers=workers, scheduler=scheduler,
                                  progress=bar, on_total=bar.set_total)
     for note in run.notes:
         click.echo(f"note: {note}", err=True)

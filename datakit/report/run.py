@@ -19,7 +19,7 @@ __all__ = ["AuditRun", "run_audits", "resolve_audits", "parse_option", "parse_cl
 logger = logging.getLogger(__name__)
 
 #: options the runner hands to every audit that declares them
-GLOBAL_OPTIONS = ("class_map", "seed", "group_by")
+GLOBAL_OPTIONS = ("class_map", "seed", "group_by", "workers", "scheduler")
 
 
 @dataclass
@@ -155,7 +155,8 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
                options: Mapping[str, Mapping[str, Any]] | None = None,
                class_map: Mapping[str, Mapping[str, str]] | None = None, seed: int = 0,
                group_by: str | None = None,
-               progress: Callable[[str, bool], None] | None = None) -> AuditRun:
+               progress: Callable[[str, bool], None] | None = None,
+               workers: int | None = None, scheduler: str | None = None) -> AuditRun:
     """Run audits and collect their results.
 
     Parameters
@@ -174,6 +175,10 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
         Given to every audit that takes ``group_by`` (default: each audit's own default).
     progress : callable(name, done), optional
         Called before (``done=False``) and after (``done=True``) each audit.
+    workers, scheduler : optional
+        Given to every audit that does per-image work through
+        :func:`datakit.parallel.get_executor` (local processes, or a Dask
+        scheduler address / ``"local-cluster"``).
 
     Returns
     -------
@@ -211,7 +216,8 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
         if unknown and not any_kw:
             raise DatakitError(f"Unknown option {unknown[0]!r} for audit {name!r}. "
                                f"Valid values are {{{', '.join(sorted(named))}}}.")
-        glob = {"class_map": dict(class_map or {}) or None, "seed": seed, "group_by": group_by}
+        glob = {"class_map": dict(class_map or {}) or None, "seed": seed, "group_by": group_by,
+                "workers": workers, "scheduler": scheduler}
         for key in GLOBAL_OPTIONS:
             if key in named and key not in kwargs and glob[key] is not None:
                 kwargs[key] = glob[key]

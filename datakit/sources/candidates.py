@@ -29,6 +29,8 @@ directory, so a recipe can chain it into ``datakit build``.
 """
 from __future__ import annotations
 
+import functools
+
 import datetime as _dt
 import json
 import logging
@@ -170,20 +172,23 @@ def merge_results(per_query: Sequence[tuple[dict, list[SearchResult]]], limit: i
     return out
 
 
-def _fetch_fn(downloader: Downloader) -> Callable[[tuple[str, bool]], dict]:
-    def fetch(item: tuple[str, bool]) -> dict:
-        ref, local = item
-        # only a local backend's results are read from disk: a URL-less "result" from an HTTP
-        # backend (say "/etc/passwd") goes to fetch_url and is rejected as bad_url
-        return (downloader.fetch_file(ref) if local else downloader.fetch_url(ref)).as_dict()
+def _fetch(item: tuple[str, bool], *, downloader: Downloader) -> dict:
+    ref, local = item
+    # only a local backend's results are read from disk: a URL-less "result" from an HTTP
+    # backend (say "/etc/passwd") goes to fetch_url and is rejected as bad_url
+    return (downloader.fetch_file(ref) if local else downloader.fetch_url(ref)).as_dict()
 
-    return fetch
+
+def _fetch_fn(downloader: Downloader) -> Callable[[tuple[str, bool]], dict]:
+    """A picklable fetch function (runs on threads, processes or Dask workers)."""
+    return functools.partial(_fetch, downloader=downloader)
 
 
 def collect_candidates(categories: pd.DataFrame, backend: SearchBackend, out: str | os.PathLike, *,
                        per_synset: int = 100, per_query: int | None = None, queries: pd.DataFrame | None = None,
                        parent: bool = True, langs: Sequence[str] | None = DEFAULT_LANGS,
                        policy: DownloadPolicy | None = None, workers: int = 8, wn=None,
+                       scheduler: str | None = None,
                        progress: Callable[[int], None] | None = None,
                        on_total: Callable[[int], None] | None = None) -> CandidateRun:
     """Search, fetch and store candidate images for every category.
@@ -206,7 +211,11 @@ def collect_candidates(categories: pd.DataFrame, backend: SearchBackend, out: st
     policy : DownloadPolicy, optional
         Download limits (``allow_private``, ``max_bytes``, minimum size, ...).
     workers : int
-        Concurrent fetches (threads; I/O bound).
+        Concurrent fetches (threads; I/O bound), or Dask workers with ``scheduler``.
+    scheduler : str, optional
+        Fetch, check and store on a Dask cluster (``tcp://HOST:PORT`` or
+        ``"local-cluster"``) through :func:`datakit.parallel.get_executor`;
+        its workers must share the output directory.
     progress, on_total : callable, optional
         Progress callbacks (``progress(n)`` per fetched reference; ``on_total(n)`` once known).
 
@@ -214,7 +223,7 @@ def collect_candidates(categories: pd.DataFrame, backend: SearchBackend, out: st
     -------
     CandidateRun
     """
-    from datakit.parallel import get_thread_executor
+    from datakit.parallel import get_executor, get_thread_executor
     from datakit.store.atomic import atomic_write_json, atomic_write_parquet
     from datakit.taxonomy.expand import QUERY_COLUMNS, expand_categories
     from datakit.taxonomy.select import write_categories
@@ -309,7 +318,9 @@ def collect_candidates(categories: pd.DataFrame, backend: SearchBackend, out: st
         if on_total:
             on_total(len(todo))
         downloader = Downloader(out, policy)
-        executor = get_thread_executor(workers)
+        # downloads are I/O-bound: threads here; with a Dask scheduler the fetch, decode
+        # check and store run on the cluster's workers (which must share ``out``)
+        executor = get_thread_executor(workers) if scheduler is None else get_executor(workers, scheduler)
         try:
             items = list(todo.items())
             for n, ((ref, _), res) in enumerate(zip(items, executor.map(_fetch_fn(downloader), items)), 1):

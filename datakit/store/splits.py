@@ -15,12 +15,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["assign_splits", "SPLIT_ORDER", "split_counts"]
+__all__ = ["assign_splits", "assign_split_codes", "SPLIT_ORDER", "UNLABELED_KEY", "split_counts"]
 
 logger = logging.getLogger(__name__)
 
 #: Canonical order of split names.
 SPLIT_ORDER = ("train", "val", "test")
+#: Stratum key of unlabeled images.
+UNLABELED_KEY = "\x00unlabeled"
 
 
 def _label_rng(seed: int, label: str) -> np.random.Generator:
@@ -74,7 +76,7 @@ def assign_splits(labels: Sequence, groups: Sequence[int] | None = None, *, stra
     >>> sorted(s[:8]).count("train"), sorted(s[8:]).count("train")
     (4, 1)
     """
-    labels = pd.Series(list(labels), dtype=object)
+    labels = list(labels)
     n = len(labels)
     groups = np.arange(n, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
     if len(groups) != n:
@@ -86,59 +88,177 @@ def assign_splits(labels: Sequence, groups: Sequence[int] | None = None, *, stra
             raise ValueError(f"fractions must be three non-negative numbers summing to 1, got {fractions!r}")
     elif per_class is None or per_class < 1:
         raise ValueError(f"per_class must be a positive integer for the per-class protocol, got {per_class!r}")
-    fixed_arr = [None] * n if fixed is None else list(fixed)
-    if len(fixed_arr) != n:
-        raise ValueError(f"labels and fixed must have the same length, got {n} and {len(fixed_arr)}")
-    out = np.empty(n, dtype=object)
+    fixed_list = [None] * n if fixed is None else list(fixed)
+    if len(fixed_list) != n:
+        raise ValueError(f"labels and fixed must have the same length, got {n} and {len(fixed_list)}")
     if n == 0:
-        return out.astype(str)
-    keys = labels.map(lambda v: "\x00unlabeled" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
-    frame = pd.DataFrame({"g": groups, "key": keys.to_numpy(),
-                          "fixed": pd.Series(fixed_arr, dtype=object).where(lambda s: s.notna(), None)})
-    # groups with a fixed member: whole group to its first fixed split
-    fixed_rows = frame[frame["fixed"].notna()]
-    group_fixed = fixed_rows.groupby("g", sort=False)["fixed"].first()
-    is_fixed = frame["g"].isin(group_fixed.index).to_numpy()
-    if is_fixed.any():
-        out[is_fixed] = frame.loc[is_fixed, "g"].map(group_fixed).to_numpy()
-    free = frame[~is_fixed]
-    if len(free):
-        # one stratum per group: the group's most common label (first on ties)
-        sizes = free.groupby("g", sort=False).size()
-        glabel = free.groupby("g", sort=False)["key"].agg(lambda s: s.value_counts(sort=True).index[0]
-                                                          if s.nunique() > 1 else s.iloc[0])
-        gsplit: dict[int, str] = {}
-        for key in sorted(glabel.unique()):
-            gids = glabel.index[glabel.to_numpy() == key].to_numpy()
-            gids = np.sort(gids)
-            rng = _label_rng(seed, key)
-            order = gids[rng.permutation(len(gids))]
-            gsize = sizes.loc[order].to_numpy()
-            if strategy == "fractions":
-                target = _targets(int(gsize.sum()), tuple(fractions))
-                have = np.zeros(3, dtype=np.int64)
-                for g, size in zip(order, gsize):
-                    deficit = target - have
-                    k = int(np.argmax(deficit))  # first of the largest: train, val, test
-                    have[k] += size
-                    gsplit[int(g)] = SPLIT_ORDER[k]
+        return np.empty(0, dtype=object).astype(str)
+    keys = pd.Series(labels, dtype=object).map(
+        lambda v: UNLABELED_KEY if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
+    label_codes, label_keys = pd.factorize(keys, sort=False)
+    fixed_ser = pd.Series(fixed_list, dtype=object)
+    fixed_ser = fixed_ser.where(fixed_ser.notna(), None)
+    fixed_codes, fixed_names = pd.factorize(fixed_ser, sort=False, use_na_sentinel=True)
+    codes, names = assign_split_codes(label_codes, [str(k) for k in label_keys], groups,
+                                      fixed_codes=fixed_codes, fixed_names=list(fixed_names), strategy=strategy,
+                                      fractions=fractions, per_class=per_class, val_per_class=val_per_class,
+                                      seed=seed)
+    return np.asarray([str(x) for x in names], dtype=object)[codes].astype(str)
+
+
+def _fractions_walk(gsize: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Greedy walk over groups (in order): each goes to the split furthest below its target.
+
+    Equivalent to, per group, ``argmax(target - have)`` (first of the largest), then
+    ``have[k] += size``; runs of single-image groups are done at once: their picks are
+    the merge of the descending deficit sequences, ordered by (deficit desc, split asc).
+    """
+    m = len(gsize)
+    res = np.empty(m, dtype=np.int64)
+    have = np.zeros(3, dtype=np.int64)
+    pos = 0
+    for b in [*np.flatnonzero(gsize != 1).tolist(), m]:
+        r = b - pos
+        if r > 0:
+            values = ((target - have)[:, None] - np.arange(r, dtype=np.int64)[None, :]).ravel()
+            which = np.repeat(np.arange(3, dtype=np.int64), r)
+            picks = which[np.lexsort((which, -values))[:r]]
+            res[pos:b] = picks
+            have += np.bincount(picks, minlength=3)
+        if b < m:
+            k = int(np.argmax(target - have))  # first of the largest: train, val, test
+            have[k] += gsize[b]
+            res[b] = k
+        pos = b + 1
+    return res
+
+
+def _per_class_walk(gsize: np.ndarray, caps: tuple[int, int]) -> tuple[np.ndarray, int]:
+    """Caltech101 protocol over groups in order: train while it fits, then val, then test."""
+    m = len(gsize)
+    res = np.empty(m, dtype=np.int64)
+    have0 = have1 = 0
+    pos = 0
+    for b in [*np.flatnonzero(gsize != 1).tolist(), m]:
+        r = b - pos
+        if r > 0:
+            a = max(0, min(r, caps[0] - have0))
+            v = max(0, min(r - a, caps[1] - have1))
+            res[pos:pos + a] = 0
+            res[pos + a:pos + a + v] = 1
+            res[pos + a + v:b] = 2
+            have0 += a
+            have1 += v
+        if b < m:
+            size = int(gsize[b])
+            if have0 + size <= caps[0]:
+                have0 += size
+                res[b] = 0
+            elif have1 + size <= caps[1]:
+                have1 += size
+                res[b] = 1
             else:
-                caps = np.array([per_class, val_per_class])
-                have = np.zeros(2, dtype=np.int64)
-                for g, size in zip(order, gsize):
-                    if have[0] + size <= caps[0]:
-                        have[0] += size
-                        gsplit[int(g)] = "train"
-                    elif have[1] + size <= caps[1]:
-                        have[1] += size
-                        gsplit[int(g)] = "val"
-                    else:
-                        gsplit[int(g)] = "test"
-                if have[0] < caps[0]:
-                    logger.warning("class %r has only %d training images (per_class = %d)",
-                                   key, have[0], per_class)
-        out[~is_fixed] = free["g"].map(gsplit).to_numpy()
-    return out.astype(str)
+                res[b] = 2
+        pos = b + 1
+    return res, have0
+
+
+def assign_split_codes(label_codes: np.ndarray, label_keys: Sequence[str], groups: np.ndarray, *,
+                       fixed_codes: np.ndarray | None = None, fixed_names: Sequence[str] = (),
+                       strategy: str = "fractions", fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                       per_class: int | None = None, val_per_class: int = 0,
+                       seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """:func:`assign_splits` on integer codes (compact: no Python object per image).
+
+    Parameters
+    ----------
+    label_codes : ndarray of int, shape (N,)
+        Index into ``label_keys`` per image (every image has one; unlabeled
+        images use the key ``UNLABELED_KEY``).
+    label_keys : sequence of str
+        The stratum keys (class ids as strings).
+    groups : ndarray of int, shape (N,)
+        Near-duplicate group id per image.
+    fixed_codes : ndarray of int, shape (N,), optional
+        Index into ``fixed_names`` of the split an image must keep, or -1.
+    fixed_names : sequence of str
+    strategy, fractions, per_class, val_per_class, seed
+        As in :func:`assign_splits` (not validated here).
+
+    Returns
+    -------
+    codes : ndarray of int64, shape (N,)
+        Index into ``names`` per image.
+    names : list of str
+        ``SPLIT_ORDER`` followed by the fixed split names not in it.
+    """
+    label_codes = np.asarray(label_codes, dtype=np.int64)
+    groups = np.asarray(groups, dtype=np.int64)
+    n = len(groups)
+    names = list(SPLIT_ORDER) + [str(f) for f in dict.fromkeys(str(x) for x in fixed_names) if f not in SPLIT_ORDER]
+    out = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return out, names
+    _, ginv = np.unique(groups, return_inverse=True)  # compact group index, in group id order
+    ginv = ginv.reshape(-1).astype(np.int64)
+    n_groups = int(ginv.max()) + 1
+    is_fixed = np.zeros(n, dtype=bool)
+    if fixed_codes is not None:
+        fixed_codes = np.asarray(fixed_codes, dtype=np.int64)
+        rows = np.flatnonzero(fixed_codes >= 0)
+        if len(rows):
+            # groups with a fixed member: whole group to its first fixed split
+            name_idx = {nm: i for i, nm in enumerate(names)}
+            fixed_map = np.array([name_idx[str(f)] for f in fixed_names], dtype=np.int64)
+            ug, first = np.unique(ginv[rows], return_index=True)
+            group_fixed = np.full(n_groups, -1, dtype=np.int64)
+            group_fixed[ug] = fixed_map[fixed_codes[rows[first]]]
+            row_fixed = group_fixed[ginv]
+            is_fixed = row_fixed >= 0
+            out[is_fixed] = row_fixed[is_fixed]
+    free_rows = np.flatnonzero(~is_fixed)
+    if not len(free_rows):
+        return out, names
+    fg = ginv[free_rows]
+    fl = label_codes[free_rows]
+    sizes = np.bincount(fg, minlength=n_groups)
+    # one stratum per group: the group's most common label (first on ties, as pandas value_counts orders them)
+    order = np.lexsort((fl, fg))
+    sg = fg[order]
+    starts = np.flatnonzero(np.r_[True, sg[1:] != sg[:-1]])
+    ends = np.r_[starts[1:], len(sg)] - 1
+    free_groups = sg[starts]
+    gmin = fl[order][starts]
+    gmax = fl[order][ends]
+    glabel = np.full(n_groups, -1, dtype=np.int64)
+    glabel[free_groups] = gmin
+    key_index = {str(k): i for i, k in enumerate(label_keys)}
+    for s, e, g in zip(starts[gmin != gmax], ends[gmin != gmax], free_groups[gmin != gmax]):
+        member = np.sort(order[s:e + 1])  # the group's rows in row order
+        keys = pd.Series([str(label_keys[c]) for c in fl[member]], dtype=object)
+        glabel[g] = key_index[keys.value_counts(sort=True).index[0]]
+    gsplit = np.full(n_groups, -1, dtype=np.int64)
+    stratum = glabel[free_groups]
+    by_stratum = np.argsort(stratum, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, stratum[by_stratum][1:] != stratum[by_stratum][:-1], True])
+    segments = {int(stratum[by_stratum[bounds[i]]]): free_groups[by_stratum[bounds[i]:bounds[i + 1]]]
+                for i in range(len(bounds) - 1)}
+    for code in sorted(segments, key=lambda c: str(label_keys[c])):
+        key = str(label_keys[code])
+        gids = segments[code]  # ascending group ids
+        rng = _label_rng(seed, key)
+        walk = gids[rng.permutation(len(gids))]
+        gsize = sizes[walk]
+        if strategy == "fractions":
+            target = _targets(int(gsize.sum()), tuple(fractions))
+            gsplit[walk] = _fractions_walk(gsize, target)
+        else:
+            res, have0 = _per_class_walk(gsize, (int(per_class), int(val_per_class)))
+            gsplit[walk] = res
+            if have0 < per_class:
+                logger.warning("class %r has only %d training images (per_class = %d)", key, have0, per_class)
+    out[free_rows] = gsplit[fg]
+    return out, names
 
 
 def split_counts(manifest: pd.DataFrame, by: str) -> pd.DataFrame:

@@ -331,3 +331,25 @@ def test_given_queries_accept_synset_names(fashion_pool, wn, tmp_path):
     assert set(run.candidates["synset"]) == {"n04133789", "n02774152"}
     assert set(run.candidates["expansion"]) == {"given"}
     assert any("not in the categories were ignored: n02084071" in n for n in run.notes)
+
+
+def test_scheduler_runs_the_fetches_through_get_executor(fashion_pool, fashion_categories, tmp_path, monkeypatch):
+    """With a scheduler the fetch function crosses a process boundary (as to Dask workers):
+    it must pickle, and the result must equal the threaded run's."""
+    import datakit.parallel as parallel
+
+    root, _ = fashion_pool
+    threaded = collect_candidates(fashion_categories, get_backend(f"local:{root}"), tmp_path / "a",
+                                  per_synset=20, workers=2).candidates
+    calls = []
+
+    def processes(workers=None, scheduler=None):
+        calls.append((workers, scheduler))
+        return parallel.ProcessExecutor(2)
+
+    monkeypatch.setattr(parallel, "get_executor", processes)
+    remote = collect_candidates(fashion_categories, get_backend(f"local:{root}"), tmp_path / "b",
+                                per_synset=20, workers=2, scheduler="tcp://127.0.0.1:8786").candidates
+    assert calls == [(2, "tcp://127.0.0.1:8786")]
+    cols = ["synset", "query", "rank", "id", "phash", "ambiguous"]
+    pd.testing.assert_frame_equal(threaded[cols].reset_index(drop=True), remote[cols].reset_index(drop=True))
