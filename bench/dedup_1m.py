@@ -20,6 +20,7 @@ Run::
 
     .venv/bin/python bench/dedup_1m.py                # full (about 2-4 minutes on a busy 2-core machine)
     .venv/bin/python bench/dedup_1m.py --n 200000 --sizes 50000,100000,200000   # quick
+    .venv/bin/python bench/dedup_1m.py --clustered 50000 --radii 4,8 --jobs 2 --sizes 1000000   # clustered pool
 """
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ from datakit.sources.base import SourceItem
 from datakit.store.atomic import _UMASK, atomic_write_json, atomic_write_parquet
 from datakit.store.images import ImageStore, content_id, encode_png
 from datakit.store.manifest import MANIFEST_COLUMNS, REJECTED_COLUMNS, conform
-from datakit.store.splits import SPLIT_ORDER, assign_splits, split_counts
+from datakit.store.splits import SPLIT_ORDER, UNLABELED_KEY, assign_split_codes, assign_splits, split_counts
 from datakit.store.writer import DatasetWriter, versions
 
 __all__ = ["BuildResult", "BuildPlan", "build_dataset", "plan_build", "process_item", "STAGING_DIR"]
@@ -64,7 +64,8 @@ logger = logging.getLogger(__name__)
 #: Staging folder inside the output directory (removed when the build completes).
 STAGING_DIR = ".build"
 #: Bump when the staging layout or the per-item work changes meaning.
-_STAGING_VERSION = 1
+#: 2: pHashes of chunks holding failed rows are no longer rounded through float64.
+_STAGING_VERSION = 2
 
 _STAGE_COLUMNS = {
     "seq": "int64", "source": "string", "source_ref": "string", "source_label": "string",
@@ -430,6 +431,9 @@ class _Staging:
 
 def _stage_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
+    if "phash" in frame.columns:
+        # a failed row has no phash: pandas would make the column float64 and round 64-bit hashes
+        frame["phash"] = pd.array([r.get("phash") for r in rows], dtype="UInt64")
     for col, dtype in _STAGE_COLUMNS.items():
         if col not in frame.columns:
             frame[col] = pd.Series([None] * len(frame), dtype=dtype if dtype != "bool" else object)
@@ -612,6 +616,328 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     if curation is not None:
         stats["curation"] = curation
     return manifest, rejected, stats
+
+
+# --------------------------------------------------------------------------- streaming finalize (no [curate])
+
+
+def _read_chunk(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """One staged chunk (all columns, or ``columns``), with columns staged by an older datakit filled null."""
+    if columns is None:
+        frame = pd.read_parquet(path)
+        for col, dtype in _STAGE_COLUMNS.items():
+            if col not in frame.columns:
+                frame[col] = pd.Series([None] * len(frame), dtype=dtype)
+        return frame
+    import pyarrow.parquet as pq
+
+    have = set(pq.read_schema(path).names)
+    frame = pd.read_parquet(path, columns=[c for c in columns if c in have])
+    for col in columns:
+        if col not in frame.columns:
+            frame[col] = pd.Series([None] * len(frame), dtype=_STAGE_COLUMNS[col])
+    return frame
+
+
+#: The staged columns the first finalize pass needs (the rest is read again only to write the manifest).
+_COMPACT_COLUMNS = ["ok", "id", "source_label", "source_split", "phash", "candidate_id"]
+
+
+def _chunk_labels(frame: pd.DataFrame, spec: SourceSpec, keep_split: bool) -> pd.DataFrame:
+    """Add ``label`` (after the label map) and ``fixed`` to a staged chunk, as :func:`_finalize` does."""
+    lm = spec.label_map
+    labels = frame["source_label"].astype(object)
+    if lm is not None:
+        labels = labels.map(lambda v: lm.get(v) if isinstance(v, str) else None)
+    frame["label"] = labels.where(labels.notna(), None).astype("string")
+    frame["fixed"] = frame["source_split"] if keep_split else pd.Series([pd.NA] * len(frame), dtype="string")
+    return frame
+
+
+def _codes(values: pd.Series, vocab: dict) -> np.ndarray:
+    """Integer code per value (-1 for null), growing ``vocab`` (value -> code)."""
+    codes, uniques = pd.factorize(values.astype(object).where(values.notna(), None), use_na_sentinel=True)
+    if not len(uniques):
+        return np.full(len(values), -1, dtype=np.int32)
+    mapping = np.array([vocab.setdefault(str(u), len(vocab)) for u in uniques], dtype=np.int32)
+    return np.where(codes >= 0, mapping[np.maximum(codes, 0)], -1).astype(np.int32)
+
+
+def _id_digest(ids: pd.Series) -> np.ndarray:
+    """64-bit digest of each id (equal ids, equal digests; verify candidates against full ids)."""
+    return pd.util.hash_array(ids.astype(object).to_numpy(), categorize=False).astype(np.uint64)
+
+
+class _Chunks:
+    """The staged chunks in build order, with the number of ok rows of each (for gathering rows by ok index)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[SourceSpec, Path, bool]] = []
+        self.ok_counts: list[int] = []
+
+    def gather(self, ok_indices: np.ndarray, columns: list[str]) -> pd.DataFrame:
+        """Columns of the ok rows at sorted ``ok_indices`` (reads only the chunks holding them)."""
+        bounds = np.r_[0, np.cumsum(self.ok_counts)]
+        parts = []
+        for k, (_, path, _) in enumerate(self.entries):
+            lo, hi = np.searchsorted(ok_indices, [bounds[k], bounds[k + 1]])
+            if hi <= lo:
+                continue
+            frame = _read_chunk(path, ["ok"] + columns)
+            frame = frame[frame["ok"].to_numpy(dtype=bool)]
+            parts.append(frame.iloc[ok_indices[lo:hi] - bounds[k]][columns])
+        if not parts:
+            return pd.DataFrame({c: pd.Series([], dtype=_STAGE_COLUMNS[c]) for c in columns})
+        return pd.concat(parts, ignore_index=True)
+
+
+def _nested_counts(key_codes: np.ndarray, key_names: list, split_codes: np.ndarray,
+                   split_names: list[str]) -> dict:
+    """``{key: {split: n, ..., "total": n}}`` as ``split_counts`` gives it (null key last, as "<NA>")."""
+    nk, ns = len(key_names) + 1, len(split_names)
+    kc = np.where(key_codes < 0, nk - 1, key_codes)
+    table = np.bincount(kc * ns + split_codes, minlength=nk * ns).reshape(nk, ns)
+    present = [split_names[j] for j in range(ns) if table[:, j].any()]
+    cols = [s for s in SPLIT_ORDER if s in present] + sorted(s for s in present if s not in SPLIT_ORDER)
+    col_idx = [split_names.index(c) for c in cols]
+    keys = sorted((str(key_names[i]), i) for i in range(nk - 1) if table[i].any())
+    if table[nk - 1].any():
+        keys.append(("<NA>", nk - 1))
+    return {name: {**{c: int(table[i, j]) for c, j in zip(cols, col_idx)}, "total": int(table[i].sum())}
+            for name, i in keys}
+
+
+def _manifest_checksum(path: Path) -> str:
+    """:attr:`Dataset.checksum` of a manifest file, read one column and row group at a time."""
+    import pyarrow.parquet as pq
+
+    h = hashlib.sha256()
+    pf = pq.ParquetFile(path)
+    for col in ("id", "label", "split"):
+        first = True
+        for batch in pf.iter_batches(columns=[col], batch_size=65536):
+            values = batch.column(0).to_pandas().astype("string").fillna("None")
+            if not len(values):
+                continue
+            h.update((("" if first else "\n") + "\n".join(values)).encode())
+            first = False
+    return h.hexdigest()
+
+
+def _remove_orphans_digest(out: Path, keep: np.ndarray) -> int:
+    """:func:`_remove_orphans` with the kept ids given as sorted 64-bit digests."""
+    removed = 0
+    images = out / "images"
+    if not images.is_dir():
+        return 0
+    for sub in images.iterdir():
+        if not sub.is_dir():
+            continue
+        files = list(sub.iterdir())
+        stems = [f.stem for f in files]
+        digests = _id_digest(pd.Series(stems, dtype=object)) if stems else np.zeros(0, np.uint64)
+        pos = np.minimum(np.searchsorted(keep, digests), max(len(keep) - 1, 0))
+        known = (keep[pos] == digests) if len(keep) else np.zeros(len(files), bool)
+        for f, k in zip(files, known):
+            if f.name.startswith(".") or not k:
+                f.unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: DatasetWriter) -> dict:
+    """The finalize pass for builds without ``[curate]``, in memory proportional to compact columns.
+
+    Writes ``manifest.parquet`` (chunk by chunk, identical to what :func:`_finalize` gives) and
+    ``rejected.parquet``. Returns kept, rejected, stats, classes, keep_digests, counts, data_sha256.
+    """
+    from datakit.dedup import confirmed_duplicate_groups, near_duplicate_groups, thumbnail
+
+    recipe = plan.recipe
+    chunks = _Chunks()
+    label_vocab: dict[str, int] = {}
+    fixed_vocab: dict[str, int] = {}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("digest", "phash", "label", "fixed", "source", "cid")}
+    failed_parts: list[pd.DataFrame] = []
+    rej_cols = ["id", "source", "source_ref", "stage", "reason", "detail"]
+    for s_code, (spec, _) in enumerate(plan.sources):
+        keep = spec.keep_split if spec.keep_split is not None else recipe.splits.strategy == "source"
+        unmapped_n, unmapped_labels = 0, set()
+        for i in range(staging.complete_chunks(spec.name)):
+            path = staging.chunk_path(spec.name, i)
+            frame = _read_chunk(path, _COMPACT_COLUMNS)
+            ok = frame["ok"].to_numpy(dtype=bool)
+            if not ok.all():
+                frame = _read_chunk(path)  # failed rows go to rejected.parquet whole
+            frame = _chunk_labels(frame, spec, keep)
+            if not ok.all():
+                unmapped = (~frame["ok"]) & (frame["reason"] == "unmapped_label")
+                if unmapped.any():
+                    if spec.drop_unmapped:
+                        frame.loc[unmapped, "detail"] = ("dropped (drop_unmapped = true): "
+                                                         + frame.loc[unmapped, "detail"])
+                    else:
+                        unmapped_n += int(unmapped.sum())
+                        unmapped_labels |= set(frame.loc[unmapped, "source_label"].dropna().astype(str))
+                failed_parts.append(frame.loc[~ok, rej_cols])
+            good = frame[ok]
+            chunks.entries.append((spec, path, keep))
+            chunks.ok_counts.append(len(good))
+            cols["digest"].append(_id_digest(good["id"]))
+            cols["phash"].append(good["phash"].to_numpy(dtype=np.uint64))
+            cols["label"].append(_codes(good["label"], label_vocab))
+            cols["fixed"].append(_codes(good["fixed"], fixed_vocab).astype(np.int16))
+            cols["source"].append(np.full(len(good), s_code, dtype=np.int16))
+            cols["cid"].append(good["candidate_id"].notna().to_numpy(dtype=bool))
+            del frame, good
+        if unmapped_n:
+            logger.warning("source %r: %d images have labels missing from label_map (%s); they are in "
+                           "rejected.parquet (set drop_unmapped = true if this is intended)",
+                           spec.name, unmapped_n, ", ".join(sorted(unmapped_labels)[:10]))
+    arr = {k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int32)) for k, v in cols.items()}
+    del cols
+    n_ok = len(arr["digest"])
+    # exact duplicates: rows whose 64-bit digest repeats are candidates, checked on their full ids
+    dup = np.zeros(n_ok, dtype=bool)
+    dup_rej = None
+    if n_ok:
+        order = np.argsort(arr["digest"], kind="stable")
+        sd = arr["digest"][order]
+        same = sd[1:] == sd[:-1]
+        cand_mask = np.zeros(n_ok, dtype=bool)
+        cand_mask[1:] |= same
+        cand_mask[:-1] |= same
+        cand = np.sort(order[cand_mask])
+        del order, sd, same, cand_mask
+        if len(cand):
+            cf = chunks.gather(cand, ["id", "source", "source_ref"])
+            is_dup = cf["id"].duplicated(keep="first").to_numpy()
+            dup[cand[is_dup]] = True
+            firsts = cf[~is_dup].set_index("id")
+            first_ref, first_src = firsts["source_ref"], firsts["source"]
+            dups = cf[is_dup]
+            dup_rej = pd.DataFrame({
+                "id": dups["id"], "source": dups["source"], "source_ref": dups["source_ref"], "stage": "dedup",
+                "reason": "duplicate",
+                "detail": [f"same content as kept image {i} ({first_src[i]}: {first_ref[i]})" for i in dups["id"]],
+            })
+    kept_ok = np.flatnonzero(~dup)
+    n_kept = len(kept_ok)
+    hashes = arr["phash"][kept_ok].astype(np.uint64)
+    dist = recipe.splits.near_duplicate_distance
+    if not n_kept:
+        groups = np.zeros(0, np.int64)
+    elif recipe.splits.near_duplicate_verify == "pixels":
+        def thumbnails(indices: np.ndarray) -> np.ndarray:
+            indices = np.asarray(indices, dtype=np.int64)
+            sort = np.argsort(indices, kind="stable")
+            paths = chunks.gather(kept_ok[indices[sort]], ["path"])["path"].to_numpy()
+            out_ = np.empty((len(indices), 1024), dtype=np.float32)
+            for k, p in zip(sort, paths):
+                with Image.open(out / p) as im:
+                    out_[k] = thumbnail(np.asarray(im))
+            return out_
+
+        groups = confirmed_duplicate_groups(hashes, dist, thumbnails,
+                                            min_similarity=recipe.splits.near_duplicate_similarity)
+    else:
+        groups = near_duplicate_groups(hashes, dist)
+    groups = np.asarray(groups, dtype=np.int64)
+    del hashes
+    spec_split = recipe.splits
+    strategy = spec_split.strategy if spec_split.strategy != "source" else spec_split.fallback
+    fractions = (spec_split.train, spec_split.val, spec_split.test)
+    assign_splits([], strategy=strategy, fractions=fractions, per_class=spec_split.per_class,
+                  val_per_class=spec_split.val_per_class, seed=spec_split.seed)  # validates the options
+    label_names = list(label_vocab)
+    kept_label = arr["label"][kept_ok]
+    kept_fixed = arr["fixed"][kept_ok].astype(np.int64)
+    split_codes, split_names = assign_split_codes(
+        np.where(kept_label < 0, len(label_names), kept_label), label_names + [UNLABELED_KEY], groups,
+        fixed_codes=kept_fixed, fixed_names=list(fixed_vocab), strategy=strategy, fractions=fractions,
+        per_class=spec_split.per_class, val_per_class=spec_split.val_per_class, seed=spec_split.seed)
+    fixed_as_split = np.array([split_names.index(f) for f in fixed_vocab] + [-1], dtype=np.int64)
+    moved = int(((kept_fixed >= 0) & (fixed_as_split[kept_fixed] != split_codes)).sum())
+    sizes = np.bincount(groups) if len(groups) else np.zeros(0, np.int64)
+    with_cid = bool(arr["cid"][kept_ok].any())
+    categories = recipe.categories
+    split_arr = np.asarray(split_names, dtype=object)
+
+    def manifest_frames() -> Iterator[pd.DataFrame]:
+        bounds = np.r_[0, np.cumsum(chunks.ok_counts)]
+        kept_pos = np.cumsum(~dup) - 1  # kept index of each ok row (valid where not dup)
+        drop_cols = ["ok", "stage", "reason", "detail", "seq", "fixed", "selected", "curation_reason"]
+        if not with_cid:
+            drop_cols.append("candidate_id")
+        empty = None
+        for k, (spec, path, keep) in enumerate(chunks.entries):
+            frame = _chunk_labels(_read_chunk(path), spec, keep)
+            frame = frame[frame["ok"].to_numpy(dtype=bool)]
+            sel = ~dup[bounds[k]:bounds[k + 1]]
+            frame = frame[sel].reset_index(drop=True)
+            idx = kept_pos[bounds[k]:bounds[k + 1]][sel]
+            frame["split"] = pd.array(split_arr[split_codes[idx]].astype(str), dtype="string")
+            frame["near_dup_group"] = groups[idx]
+            frame["label_name"] = frame["label"].map(
+                lambda v: categories.get(v, v) if isinstance(v, str) else None).astype("string")
+            part = conform(frame.drop(columns=[c for c in drop_cols if c in frame.columns]), MANIFEST_COLUMNS)
+            part["phash"] = part["phash"].astype("uint64")
+            if len(part):
+                yield part
+            elif empty is None:
+                empty = part
+        if n_kept == 0:
+            if empty is None:
+                frame = _stage_frame([])
+                frame["label"] = pd.Series([], dtype="string")
+                frame["fixed"] = pd.Series([], dtype="string")
+                frame["split"] = pd.Series([], dtype="string")
+                frame["near_dup_group"] = np.zeros(0, np.int64)
+                frame["label_name"] = pd.Series([], dtype="string")
+                empty = conform(frame.drop(columns=[c for c in drop_cols if c in frame.columns]), MANIFEST_COLUMNS)
+                empty["phash"] = empty["phash"].astype("uint64")
+            yield empty
+
+    writer.write_manifest(manifest_frames())
+    parts = failed_parts + ([dup_rej] if dup_rej is not None and len(dup_rej) else [])
+    rejected = (pd.concat(parts, ignore_index=True) if parts
+                else pd.DataFrame({c: pd.Series([], dtype="string") for c in rej_cols}))
+    rejected = conform(rejected, REJECTED_COLUMNS)
+    writer.write_rejected(rejected)
+    stats = {
+        "near_duplicates": {
+            "max_distance": dist,
+            "verify": recipe.splits.near_duplicate_verify,
+            "min_similarity": recipe.splits.near_duplicate_similarity,
+            "groups_with_several_images": int((sizes > 1).sum()),
+            "images_in_such_groups": int(sizes[sizes > 1].sum()),
+            "largest_group": int(sizes.max()) if len(sizes) else 0,
+            "moved_from_source_split": moved,
+        },
+        "exact_duplicates": int(dup.sum()),
+    }
+    present = np.unique(kept_label[kept_label >= 0])
+    classes = _class_order([label_names[c] for c in present], categories)
+    source_names = [spec.name for spec, _ in plan.sources]
+    split_present = np.bincount(split_codes, minlength=len(split_names)) if n_kept else np.zeros(0, np.int64)
+    counts = {
+        "kept": int(n_kept),
+        "rejected": int(len(rejected)),
+        "by_split": {name: int(split_present[j]) for name, j in sorted((split_names[j], j)
+                                                                      for j in range(len(split_present))
+                                                                      if split_present[j])},
+        "by_class": (_nested_counts(kept_label.astype(np.int64), label_names, split_codes, split_names)
+                     if n_kept else {}),
+        "by_source": (_nested_counts(arr["source"][kept_ok].astype(np.int64), source_names, split_codes,
+                                     split_names) if n_kept else {}),
+        "rejected_by_reason": {str(k): int(v) for k, v in rejected.groupby("reason").size().items()},
+        "rejected_by_source": {f"{s}": {str(r): int(n) for r, n in g.groupby("reason").size().items()}
+                               for s, g in rejected.groupby("source")},
+    }
+    keep_digests = np.sort(arr["digest"][kept_ok])
+    return {"kept": n_kept, "rejected": rejected, "stats": stats, "classes": classes,
+            "keep_digests": keep_digests, "counts": counts,
+            "data_sha256": _manifest_checksum(out / "manifest.parquet")}
 
 
 # --------------------------------------------------------------------------- [curate]
@@ -979,19 +1305,32 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
     t_final = time.perf_counter()
     process_seconds = t_final - t_proc
 
-    manifest, rejected, stats = _finalize(plan, staging, out)
     writer = DatasetWriter(out)
-    step = 16384
-    writer.write_manifest(manifest.iloc[i:i + step] for i in range(0, max(len(manifest), 1), step))
-    writer.write_rejected(rejected)
-    classes = _class_order([l for l in manifest["label"].dropna().astype(str).unique()], plan.recipe.categories)
-    writer.write_categories(pd.DataFrame({"label": classes,
-                                          "name": [plan.recipe.categories.get(c, c) for c in classes]}))
-    keep_ids = set(manifest["id"].astype(str))
-    if plan.curate is not None:
+    if plan.curate is None:
+        final = _finalize_streaming(plan, staging, out, writer)
+        n_kept, rejected, stats, classes = final["kept"], final["rejected"], final["stats"], final["classes"]
+        counts, data_sha256 = final["counts"], final["data_sha256"]
+        writer.write_categories(pd.DataFrame({"label": classes,
+                                              "name": [plan.recipe.categories.get(c, c) for c in classes]}))
+        removed = _remove_orphans_digest(out, final["keep_digests"])
+        del final
+    else:
+        from datakit.store.dataset import Dataset
+
+        manifest, rejected, stats = _finalize(plan, staging, out)
+        step = 16384
+        writer.write_manifest(manifest.iloc[i:i + step] for i in range(0, max(len(manifest), 1), step))
+        writer.write_rejected(rejected)
+        classes = _class_order([l for l in manifest["label"].dropna().astype(str).unique()],
+                               plan.recipe.categories)
+        writer.write_categories(pd.DataFrame({"label": classes,
+                                              "name": [plan.recipe.categories.get(c, c) for c in classes]}))
+        keep_ids = set(manifest["id"].astype(str))
         # images [curate] did not select stay stored, so that new votes can re-curate without re-reading sources
         keep_ids |= set(rejected.loc[rejected["stage"] == "curate", "id"].dropna().astype(str))
-    removed = _remove_orphans(out, keep_ids)
+        removed = _remove_orphans(out, keep_ids)
+        n_kept, counts, data_sha256 = len(manifest), _counts(manifest, rejected), Dataset(out).checksum
+        del manifest
     recipe = plan.recipe
     sources_info = []
     for spec in recipe.sources:
@@ -1006,8 +1345,6 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
         else:
             entry.update(status="used", items=int(per_source.get(spec.name, 0)))
         sources_info.append(entry)
-    from datakit.store.dataset import Dataset
-
     finalize_seconds = time.perf_counter() - t_final
     total_seconds = time.perf_counter() - t0
     info = {
@@ -1027,12 +1364,12 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
         "splits": dataclasses.asdict(recipe.splits),
         "classes": classes,
         "categories": {c: recipe.categories.get(c, c) for c in classes},
-        "counts": _counts(manifest, rejected),
+        "counts": counts,
         "deduplication": {k: v for k, v in stats.items() if k != "curation"},
         **({"curation": stats["curation"]} if "curation" in stats else {}),
         "checksums": {"manifest_sha256": _file_sha256(out / "manifest.parquet"),
                       "rejected_sha256": _file_sha256(out / "rejected.parquet"),
-                      "data_sha256": Dataset(out).checksum},
+                      "data_sha256": data_sha256},
         "timings": {"total_seconds": round(total_seconds, 3), "process_seconds": round(process_seconds, 3),
                     "finalize_seconds": round(finalize_seconds, 3), "processed_items": processed,
                     "reused_items": reused, "workers": workers, "scheduler": scheduler,
@@ -1051,6 +1388,6 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
         logger.info("keeping %s: new votes re-run only the finalize pass", staging.dir)
     for cache in (out / ".cache",):
         shutil.rmtree(cache, ignore_errors=True)
-    return BuildResult(out=out, kept=len(manifest), rejected=len(rejected), skipped_sources=dict(plan.skipped),
+    return BuildResult(out=out, kept=n_kept, rejected=len(rejected), skipped_sources=dict(plan.skipped),
                        seconds=time.perf_counter() - t0, resumed=reused > 0, up_to_date=False,
                        processed=processed, reused=reused, summary=_summary_frame(plan, info), info=info)

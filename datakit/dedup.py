@@ -12,14 +12,31 @@ in pure numpy:
 * For each block, a direct-addressed table (an occupancy bitmap and packed
   CSR start/count over the ``2**width`` block values) lists the hashes holding
   each value. Every hash looks up the values within ``s`` bits of its own
-  block (``1 + w + w(w-1)/2`` values for ``s = 2``), vectorised and chunked so
-  memory stays bounded (about 230 MiB for a million hashes at ``r = 8``).
+  block (``1 + w + w(w-1)/2`` values for ``s = 2``), vectorised and chunked.
 * Every candidate pair is verified with a vectorised popcount of the XOR, and a
   pair that several blocks find is kept only from the first one (so no global
   ``unique`` over the candidates is needed).
 * Within one set, an unordered pair is enumerated only from the hash whose block
   value is the smaller (a flip mask whose top bit is 0 in the query), which
   halves the lookups.
+
+Memory is bounded for clustered hashes too (the pHashes of augmented or
+re-encoded images: many equal or near-equal hashes, so a few buckets are very
+heavy):
+
+* Equal hashes are collapsed first: the search runs over distinct values and
+  the pairs among equal hashes are written out directly.
+* Candidate lists are cut before they are materialised: the bucket sizes give
+  each query's candidate count, so a chunk never holds more than
+  ``_MAX_CANDIDATES`` candidates (a heavy bucket is split over chunks).
+* Verified pairs stream out chunk by chunk, with int32 indices (below 2**31
+  items) and uint8 distances. :func:`near_duplicate_pairs` packs each pair
+  into one uint64 key, sorts the keys inside the result's own buffer and
+  decodes them in place (the peak is about the result itself, 24 bytes a
+  pair); :func:`near_duplicate_groups` feeds the chunks to a
+  connected-components merge with a bounded edge buffer and never holds the
+  pair list; :func:`confirmed_duplicate_groups` keeps the candidate pairs as
+  int32 (8 bytes a pair) and asks for thumbnails in bounded batches.
 
 ``m`` is chosen per call from a cost model (``m = 3`` blocks of 22, 21 and 21
 bits, radius 2 in each, for ``r = 8`` and a million hashes); when the model
@@ -249,12 +266,58 @@ def _expand(starts: np.ndarray, counts: np.ndarray, ends: np.ndarray | None = No
     return base
 
 
+#: Most candidate pairs (or expanded output pairs) materialised at once per thread; about 40 bytes
+#: each in temporaries, so 2**20 candidates stay under 50 MiB however heavy a bucket is.
+_MAX_CANDIDATES = 1 << 20
+#: Edges buffered before they are merged into the connected components (int32 pairs: 16 MiB).
+_MAX_EDGES = 1 << 21
+#: Most thumbnails (1024 float32 = 4 KiB each) held at once by :func:`confirmed_duplicate_groups`.
+_MAX_THUMBNAILS = 1 << 15
+#: Candidate pairs whose thumbnails are compared at once (2 x 4 KiB each: 32 MiB).
+_PAIR_CHUNK = 1 << 12
+#: From this many thumbnail batches on, candidate pairs are sorted by batch once instead of scanned per batch.
+_SORT_BATCHES = 64
+
+
+def _capped_expand(starts: np.ndarray, counts: np.ndarray, cap: int | None = None):
+    """CSR expansion of rows ``(start, count)`` cut into pieces of at most ``cap`` candidates.
+
+    Yields ``(r0, r1, c, pos)``: the piece covers rows ``r0:r1``, ``c`` (shape
+    ``(r1 - r0,)``) is each row's share of the piece and ``pos`` the expanded
+    positions (shape ``(c.sum(),)``). A row holding more than ``cap`` candidates
+    (a heavy bucket) is split over several pieces, so memory is bounded by
+    ``cap`` (default :data:`_MAX_CANDIDATES`), never by the largest bucket.
+    """
+    if cap is None:
+        cap = _MAX_CANDIDATES
+    if not len(counts):
+        return
+    ends = np.cumsum(counts)
+    total = int(ends[-1])
+    if total <= cap:
+        if total:
+            yield 0, len(counts), counts, _expand(starts, counts, ends)
+        return
+    for lo in range(0, total, cap):
+        hi = min(lo + cap, total)
+        r0 = int(np.searchsorted(ends, lo, side="right"))
+        r1 = int(np.searchsorted(ends, hi - 1, side="right")) + 1
+        c = counts[r0:r1].copy()
+        s = starts[r0:r1].copy()
+        skip = lo - int(ends[r0] - counts[r0])
+        s[0] += skip
+        c[0] -= skip
+        c[-1] -= int(ends[r1 - 1]) - hi
+        yield r0, r1, c, _expand(s, c)
+
+
 class _Search:
     """One multi-index search, cut into independent tasks (one per block and mask group).
 
-    Each task returns verified ``(i, j, distance)`` arrays; a pair several
-    blocks find is kept only from the first (no global ``unique``). Tasks only
-    call numpy routines that release the GIL, so threads run them in parallel.
+    Each task yields verified ``(i, j, distance)`` chunks whose candidate
+    count is capped (:data:`_MAX_CANDIDATES`); a pair several blocks find is
+    kept only from the first (no global ``unique``). Tasks only call numpy
+    routines that release the GIL, so threads run them in parallel.
     """
 
     def __init__(self, query: np.ndarray, radius: int, radii: list[int], tables: list[_Table], self_join: bool):
@@ -281,21 +344,15 @@ class _Search:
         # largest first, so two threads finish together
         return sorted(out, key=lambda t: -(len(t[2]) if t[2] is not None else 1))
 
-    def verify(self, i, pos: np.ndarray, block: int, i_hashes: np.ndarray | None = None):
-        """Candidates: query rows ``i`` against positions ``pos`` of table ``block``.
-
-        ``i`` is an array of rows, or a function mapping the kept candidate
-        positions to rows (so only verified candidates pay for it); then
-        ``i_hashes`` holds each candidate's query hash.
-        """
+    def verify(self, i: np.ndarray, pos: np.ndarray, block: int, i_hashes: np.ndarray):
+        """Candidates: query rows ``i`` (hashes ``i_hashes``) against positions ``pos`` of table ``block``."""
         table = self.tables[block]
-        xor = (self.query[i] if i_hashes is None else i_hashes) ^ table.sorted_hashes[pos]
+        xor = i_hashes ^ table.sorted_hashes[pos]
         d = popcount64(xor)
         keep = np.flatnonzero(d <= self.radius)
         if not len(keep):
             return None
-        i = i(keep) if callable(i) else i[keep]
-        j, xor, d = table.order[pos[keep]], xor[keep], d[keep]
+        i, j, xor, d = i[keep], table.order[pos[keep]], xor[keep], d[keep]
         if block:
             first = np.ones(len(i), dtype=bool)
             for earlier, s in zip(self.tables[:block], self.radii[:block]):
@@ -304,9 +361,10 @@ class _Search:
             i, j, d = i[first], j[first], d[first]
         return i, j, d
 
-    def run(self, task: tuple) -> list[tuple]:
+    def run(self, task: tuple):
+        """Yield the verified ``(i, j, d)`` chunks of one task."""
         b, top, masks = task
-        table, qkeys, found = self.tables[b], self.qkeys[b], []
+        table, qkeys = self.tables[b], self.qkeys[b]
         if top == "bucket":  # mask 0 within one set: pairs inside a bucket, each once
             order = table.order
             span = table.span[qkeys[order]]
@@ -317,10 +375,12 @@ class _Search:
                 c = ends[lo:lo + _CHUNK] - pos - 1
                 rows = pos[c > 0]
                 c = c[c > 0]
-                partners = _expand(rows + 1, c)
-                rows = np.repeat(rows, c)
-                found.append(self.verify(order[rows], partners, b, i_hashes=table.sorted_hashes[rows]))
-            return [f for f in found if f is not None]
+                for r0, r1, cc, partners in _capped_expand(rows + 1, c):
+                    rr = np.repeat(rows[r0:r1], cc)
+                    found = self.verify(order[rr], partners, b, table.sorted_hashes[rr])
+                    if found is not None:
+                        yield found
+            return
         if top is None:
             queries = np.arange(len(self.query), dtype=np.intp)
         else:  # only queries whose block has a 0 at the mask's top bit: key ^ mask > key
@@ -334,50 +394,119 @@ class _Search:
             if not len(hit):
                 continue
             span = np.take(table.span, keys[hit])
-            c = span >> _SPAN_SHIFT
             rows = qi[hit // n_masks]
-            ends = np.cumsum(c)
-            pos = _expand(span & ((1 << _SPAN_SHIFT) - 1), c, ends)
-
-            def rows_of(kept, rows=rows, ends=ends):  # candidate position -> its query row
-                return rows[np.searchsorted(ends, kept, side="right")]
-
-            found.append(self.verify(rows_of, pos, b, i_hashes=np.repeat(self.query[rows], c)))
-        return [f for f in found if f is not None]
+            for r0, r1, c, pos in _capped_expand(span & ((1 << _SPAN_SHIFT) - 1), span >> _SPAN_SHIFT):
+                rr = np.repeat(rows[r0:r1], c)
+                found = self.verify(rr, pos, b, self.query[rr])
+                if found is not None:
+                    yield found
 
 
-def _search_tables(query: np.ndarray, db: np.ndarray, radius: int, blocks: list[tuple[int, int]], radii: list[int],
-                   self_join: bool, tables: list[_Table] | None = None, n_jobs: int = 1
-                   ) -> tuple[np.ndarray, np.ndarray]:
+_DONE = object()
+
+
+def _run_tasks(search: _Search, tasks: list[tuple], n_jobs: int):
+    """Yield every task's chunks; with ``n_jobs > 1`` threads run the tasks through a bounded queue."""
+    if n_jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield from search.run(task)
+        return
+    import queue
+    import threading
+
+    chunks: queue.Queue = queue.Queue(maxsize=2 * n_jobs)  # bounded: workers wait for the consumer
+    todo = iter(tasks)
+    lock, stop = threading.Lock(), threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def worker() -> None:
+        try:
+            while not stop.is_set():
+                with lock:
+                    task = next(todo, None)
+                if task is None:
+                    break
+                for found in search.run(task):
+                    if not put(found):
+                        return
+        except Exception as exc:  # re-raised in the consumer
+            put(exc)
+        finally:
+            put(_DONE)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(n_jobs, len(tasks)))]
+    for t in threads:
+        t.start()
+    try:
+        running = len(threads)
+        while running:
+            item = chunks.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+
+
+def _index_dtype(*sizes: int):
+    return np.int32 if max(sizes) < 2**31 else np.int64
+
+
+def _search_chunks(query: np.ndarray, db: np.ndarray, radius: int, self_join: bool, n_jobs: int = 1,
+                   tables: list[_Table] | None = None, blocks=None, radii=None):
+    """Yield verified ``(i, j, d)`` chunks (compact dtypes) between ``query`` and ``db``, as they are found.
+
+    Within one set (``self_join``) each unordered pair comes once, as ``(i, j)``
+    or ``(j, i)``. Without ``blocks`` the plan is chosen here (brute force
+    when the planner says so).
+    """
+    if len(query) == 0 or len(db) == 0:
+        return
+    idx = _index_dtype(len(query), len(db))
+    if blocks is None:
+        plan = _plan(len(db), len(query), radius, self_join)
+        if plan is None:
+            yield from _search_brute(query, db, radius, self_join)
+            return
+        blocks, radii = plan
     if isinstance(radii, int):  # one radius for every block
         radii = [radii] * len(blocks)
     if tables is None:
         tables = [_Table(db, shift, width) for shift, width in blocks]
     search = _Search(query, radius, radii, tables, self_join)
     tasks = search.tasks()
-    if n_jobs > 1 and len(tasks) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-            results = list(pool.map(search.run, tasks))
-    else:
-        results = [search.run(t) for t in tasks]
-    found = [f for r in results for f in r]
+    n_pairs = 0
+    for i, j, d in _run_tasks(search, tasks, n_jobs):
+        n_pairs += len(i)
+        yield i.astype(idx, copy=False), j.astype(idx, copy=False), d.astype(np.uint8, copy=False)
     logger.debug("multi-index search: %d blocks, radii %s, %d tasks, %d pairs", len(tables), radii,
-                 len(tasks), sum(len(f[0]) for f in found))
-    if not found:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    i = np.concatenate([f[0] for f in found]).astype(np.int64)
-    j = np.concatenate([f[1] for f in found]).astype(np.int64)
-    d = np.concatenate([f[2] for f in found]).astype(np.int64)
-    if self_join:
-        i, j = np.minimum(i, j), np.maximum(i, j)
-    order = np.lexsort((j, i))
-    return np.stack([i[order], j[order]], axis=1), d[order]
+                 len(tasks), n_pairs)
 
 
-def _search_brute(query: np.ndarray, db: np.ndarray, radius: int, self_join: bool) -> tuple[np.ndarray, np.ndarray]:
-    left, right, dist = [], [], []
+def _search_tables(query: np.ndarray, db: np.ndarray, radius: int, blocks: list[tuple[int, int]], radii,
+                   self_join: bool, tables: list[_Table] | None = None, n_jobs: int = 1
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Multi-index search with a given block layout: pairs (K, 2) int64 sorted by ``i`` then ``j``, distances (K,)."""
+    chunks = _search_chunks(query, db, radius, self_join, n_jobs=n_jobs, tables=tables, blocks=blocks, radii=radii)
+    return _collect_sorted(chunks, len(query), len(db), self_join)
+
+
+def _search_brute(query: np.ndarray, db: np.ndarray, radius: int, self_join: bool):
+    """Chunked quadratic scan; yields ``(i, j, d)`` chunks, ``i < j`` within one set."""
+    idx = _index_dtype(len(query), len(db))
     step = max(1, _CHUNK // max(1, len(db)))
     for lo in range(0, len(query), step):
         q = query[lo:lo + step]
@@ -386,15 +515,157 @@ def _search_brute(query: np.ndarray, db: np.ndarray, radius: int, self_join: boo
         if self_join:
             d[np.tril_indices(len(q), -1, d.shape[1])] = 255  # j <= i within the chunk
         i, j = np.nonzero(d <= radius)
-        left.append(i + lo)
-        right.append(j + first)
-        dist.append(d[i, j])
-    if not left:
+        if len(i):
+            yield (i + lo).astype(idx), (j + first).astype(idx), d[i, j].astype(np.uint8)
+
+
+def _collect_sorted(chunks, n_rows: int, n_cols: int, self_join: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Gather ``(i, j, d)`` chunks into pairs sorted by ``i`` then ``j`` (``i < j`` within one set).
+
+    Each pair is packed into one uint64 key ``(i * n_cols + j) * 64 + d`` and
+    the keys are sorted in place inside the result's buffer: the peak is the
+    result itself (24 bytes per pair) plus one capped chunk, with no ``lexsort``.
+    """
+    packed = n_rows * n_cols * 64 < 2**64
+    keys, parts = [], []
+    for i, j, d in chunks:
+        if self_join:
+            i, j = np.minimum(i, j), np.maximum(i, j)
+        if packed:
+            k = i.astype(np.uint64) * np.uint64(n_cols)
+            k += j.astype(np.uint64)
+            k <<= np.uint64(6)
+            k |= d.astype(np.uint64)
+            keys.append(k)
+        else:
+            parts.append((i.astype(np.int64), j.astype(np.int64), d))
+    if not packed:
+        if not parts:
+            return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
+        i, j, d = (np.concatenate(p) for p in zip(*parts))
+        order = np.lexsort((j, i))
+        return np.stack([i[order], j[order]], axis=1), d[order].astype(np.int64)
+    if not keys:
         return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    i = np.concatenate(left).astype(np.int64)
-    j = np.concatenate(right).astype(np.int64)
-    order = np.lexsort((j, i))
-    return np.stack([i[order], j[order]], axis=1), np.concatenate(dist).astype(np.int64)[order]
+    # The keys are sorted in the back half of the result's own buffer and decoded front to back:
+    # pair k overwrites only keys 0..k, which were read already, so the peak is the result itself.
+    total = sum(len(k) for k in keys)
+    buf = np.empty(2 * total, dtype=np.uint64)
+    key = buf[total:]
+    np.concatenate(keys, out=key)
+    keys.clear()
+    key.sort()
+    dist = np.empty(total, dtype=np.int64)
+    for lo in range(0, total, _MAX_CANDIDATES):
+        k = key[lo:lo + _MAX_CANDIDATES].copy()  # read before the writes below reach it
+        hi = lo + len(k)
+        dist[lo:hi] = k & np.uint64(63)
+        k >>= np.uint64(6)
+        i = k // np.uint64(n_cols)
+        buf[2 * lo + 1:2 * hi:2] = k - i * np.uint64(n_cols)
+        buf[2 * lo:2 * hi:2] = i
+    pairs = buf.view(np.int64).reshape(total, 2)
+    return pairs, dist
+
+
+class _Distinct:
+    """Equal hashes collapsed: ``values`` (sorted, distinct) and each value's members as CSR over ``order``."""
+
+    def __init__(self, hashes: np.ndarray) -> None:
+        self.order = np.argsort(hashes, kind="stable")  # members of a value: ascending indices
+        sorted_ = hashes[self.order]
+        new = np.ones(len(hashes), dtype=bool)
+        new[1:] = sorted_[1:] != sorted_[:-1]
+        self.values = sorted_[new]
+        del sorted_
+        self.start = np.flatnonzero(new)
+        self.count = np.diff(np.append(self.start, len(hashes)))
+        self.singletons = bool(len(self.values) == len(hashes))
+
+    def first(self, u: np.ndarray) -> np.ndarray:
+        return self.order[self.start[u]]
+
+    def equal_pairs(self):
+        """Yield ``(i, j)`` chunks of all pairs of equal hashes, ``i < j``."""
+        if self.singletons:
+            return
+        ends = np.repeat(self.start + self.count, self.count)
+        pos = np.arange(len(self.order), dtype=np.intp)
+        c = ends - pos - 1
+        rows = pos[c > 0]
+        c = c[c > 0]
+        del ends, pos
+        for r0, r1, cc, partners in _capped_expand(rows + 1, c):
+            yield self.order[np.repeat(rows[r0:r1], cc)], self.order[partners]
+
+
+def _expand_distinct(chunks, left: _Distinct, right: _Distinct):
+    """Map ``(u, v, d)`` chunks over distinct values to ``(i, j, d)`` chunks over the original items."""
+    for u, v, d in chunks:
+        if left.singletons and right.singletons:
+            yield left.first(u), right.first(v), d
+            continue
+        cu, cv = left.count[u], right.count[v]
+        for r0, r1, c, local in _capped_expand(np.zeros(len(u), dtype=np.intp), cu * cv):
+            owner = np.repeat(np.arange(r0, r1), c)
+            w = cv[owner]
+            yield (left.order[left.start[u[owner]] + local // w],
+                   right.order[right.start[v[owner]] + local % w], d[owner])
+
+
+def _pair_chunks(query: np.ndarray, db: np.ndarray | None, radius: int, n_jobs: int):
+    """Yield ``(i, j, d)`` chunks of every pair within ``radius`` (``db=None``: within ``query``).
+
+    Equal hashes are collapsed first, so a value held by many items is searched
+    once and its pairs are written out directly (no candidate lists).
+    """
+    left = _Distinct(query)
+    right = left if db is None else _Distinct(db)
+    idx = _index_dtype(len(query), len(query) if db is None else len(db))
+    if db is None:
+        for i, j in left.equal_pairs():
+            yield i.astype(idx, copy=False), j.astype(idx, copy=False), np.zeros(len(i), dtype=np.uint8)
+    found = _search_chunks(left.values, right.values, radius, self_join=db is None, n_jobs=n_jobs)
+    for i, j, d in _expand_distinct(found, left, right):
+        yield i.astype(idx, copy=False), j.astype(idx, copy=False), d
+
+
+class _Components:
+    """Connected components fed edges chunk by chunk (memory: the labels plus a bounded edge buffer)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.label = np.arange(n, dtype=_index_dtype(max(n, 1)))
+        self._edges: list[tuple[np.ndarray, np.ndarray]] = []
+        self._buffered = 0
+
+    def add(self, i: np.ndarray, j: np.ndarray) -> None:
+        a, b = self.label[i], self.label[j]
+        keep = a != b
+        if keep.any():
+            self._edges.append((a[keep], b[keep]))
+            self._buffered += int(keep.sum())
+            if self._buffered >= _MAX_EDGES:
+                self._merge()
+
+    def _merge(self) -> None:
+        if not self._edges:
+            return
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.csgraph import connected_components
+
+        a = np.concatenate([e[0] for e in self._edges])
+        b = np.concatenate([e[1] for e in self._edges])
+        self._edges, self._buffered = [], 0
+        graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(self.n, self.n))
+        del a, b
+        _, component = connected_components(graph, directed=False)
+        self.label = component.astype(self.label.dtype)[self.label]
+
+    def labels(self) -> np.ndarray:
+        """Component label of each node, shape (n,)."""
+        self._merge()
+        return self.label
 
 
 def _check_jobs(n_jobs) -> int:
@@ -404,17 +675,6 @@ def _check_jobs(n_jobs) -> int:
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs == 0 or n_jobs < -1:
         raise ValueError(f"n_jobs must be None, -1 or a positive int, got {n_jobs!r}")
     return (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
-
-
-def _pairs(query: np.ndarray, db: np.ndarray, radius: int, self_join: bool, n_jobs: int = 1
-           ) -> tuple[np.ndarray, np.ndarray]:
-    if len(query) == 0 or len(db) == 0:
-        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
-    plan = _plan(len(db), len(query), radius, self_join)
-    if plan is None:
-        return _search_brute(query, db, radius, self_join)
-    blocks, radii = plan
-    return _search_tables(query, db, radius, blocks, radii, self_join, n_jobs=n_jobs)
 
 
 # ---------------------------------------------------------------------------
@@ -459,7 +719,10 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, *, other: np.nda
     Notes
     -----
     Sub-quadratic multi-index hashing (see the module docstring); the output
-    itself can be quadratic (N equal hashes give N(N-1)/2 pairs).
+    itself can be quadratic (N equal hashes give N(N-1)/2 pairs), and the
+    peak memory is about the output (24 bytes a pair) plus a bounded working
+    set. When only the groups are needed, :func:`near_duplicate_groups`
+    never materialises the pairs.
 
     Examples
     --------
@@ -472,10 +735,9 @@ def near_duplicate_pairs(hashes: np.ndarray, max_distance: int, *, other: np.nda
     query = _check_hashes(hashes, "hashes")
     radius = _check_distance(max_distance)
     jobs = _check_jobs(n_jobs)
-    if other is None:
-        pairs, dist = _pairs(query, query, radius, self_join=True, n_jobs=jobs)
-    else:
-        pairs, dist = _pairs(query, _check_hashes(other, "other"), radius, self_join=False, n_jobs=jobs)
+    db = None if other is None else _check_hashes(other, "other")
+    chunks = _pair_chunks(query, db, radius, jobs)
+    pairs, dist = _collect_sorted(chunks, len(query), len(query) if db is None else len(db), db is None)
     return (pairs, dist) if return_distances else pairs
 
 
@@ -517,17 +779,10 @@ def near_duplicate_groups(hashes: np.ndarray, max_distance: int, *, n_jobs: int 
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     unique, inverse = np.unique(hashes, return_inverse=True)  # equal hashes: one node
-    pairs, _ = _pairs(unique, unique, radius, self_join=True, n_jobs=jobs)
-    if len(pairs):
-        from scipy.sparse import coo_matrix
-        from scipy.sparse.csgraph import connected_components
-
-        graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])),
-                           shape=(len(unique), len(unique)))
-        _, component = connected_components(graph, directed=False)
-    else:
-        component = np.arange(len(unique))
-    return _group_ids(n, component[inverse.ravel()].astype(np.int64))
+    components = _Components(len(unique))  # fed chunk by chunk: no pair list is ever materialised
+    for i, j, _ in _search_chunks(unique, unique, radius, self_join=True, n_jobs=jobs):
+        components.add(i, j)
+    return _group_ids(n, components.labels()[inverse.ravel()].astype(np.int64))
 
 
 def exact_duplicate_groups(ids: Sequence[str]) -> np.ndarray:
@@ -685,12 +940,14 @@ class HashIndex:
         if len(query) == 0 or len(self.hashes_) == 0:
             pairs, dist = np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.int64)
         elif self.blocks_ is None:
-            pairs, dist = _search_brute(query, self.hashes_, radius, self_join=False)
+            pairs, dist = _collect_sorted(_search_brute(query, self.hashes_, radius, self_join=False),
+                                          len(query), len(self.hashes_), self_join=False)
         else:
             # A smaller radius keeps the fitted blocks; the per-block radii only shrink.
             radii = _block_radii(radius, len(self.blocks_))
-            pairs, dist = _search_tables(query, self.hashes_, radius, self.blocks_, radii, self_join=False,
-                                         tables=self._tables, n_jobs=_check_jobs(self.n_jobs))
+            chunks = _search_chunks(query, self.hashes_, radius, self_join=False, n_jobs=_check_jobs(self.n_jobs),
+                                    tables=self._tables, blocks=self.blocks_, radii=radii)
+            pairs, dist = _collect_sorted(chunks, len(query), len(self.hashes_), self_join=False)
         return (pairs, dist) if return_distances else pairs
 
     def nearest(self, hashes: np.ndarray, max_distance: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -750,7 +1007,12 @@ def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails
         Hash radius of the candidate search (0..32).
     thumbnails : callable
         ``thumbnails(indices) -> ndarray (len(indices), 1024)`` of the images
-        at those indices (only the images in candidate pairs are asked for).
+        at those indices (only the images in candidate pairs are asked for,
+        ``indices`` sorted and distinct). With at most ``_MAX_THUMBNAILS``
+        (32,768) such images it is called once; beyond that it is called once
+        per batch of whole candidate components, so each image is asked for
+        once (a single component larger than a batch is checked in blocks,
+        and its images are asked for once per block pair).
     min_similarity : float, default 0.98
         Smallest thumbnail correlation that confirms a pair.
     n_jobs : int, optional
@@ -772,25 +1034,93 @@ def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails
     n = len(hashes)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    pairs = near_duplicate_pairs(hashes, max_distance, n_jobs=n_jobs)
-    if len(pairs):
-        nodes = np.unique(pairs)
-        thumbs = np.asarray(thumbnails(nodes), dtype=np.float32)
-        slot = np.zeros(n, dtype=np.int64)
-        slot[nodes] = np.arange(len(nodes))
-        keep = np.zeros(len(pairs), dtype=bool)
-        for lo in range(0, len(pairs), 1 << 16):
-            a = thumbs[slot[pairs[lo:lo + (1 << 16), 0]]]
-            b = thumbs[slot[pairs[lo:lo + (1 << 16), 1]]]
-            sim = np.einsum("ij,ij->i", a, b)
-            flat = ~a.any(1) & ~b.any(1)  # two flat images: duplicates when hashes agree
-            keep[lo:lo + (1 << 16)] = (sim >= min_similarity) | flat
-        pairs = pairs[keep]
-    if not len(pairs):
-        return np.arange(n, dtype=np.int64)
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+    radius = _check_distance(max_distance)
+    jobs = _check_jobs(n_jobs)
+    # 1. candidate pairs, streamed into compact int32 lists and the candidate graph's components
+    candidates = _Components(n)
+    left, right = [], []
+    for i, j, _ in _pair_chunks(hashes, None, radius, jobs):
+        left.append(i)
+        right.append(j)
+        candidates.add(i, j)
+    confirmed = _Components(n)
+    if left:
+        left = np.concatenate(left)  # one at a time: the chunk lists are freed in between
+        right = np.concatenate(right)
+        # 2. batches of whole candidate components, at most _MAX_THUMBNAILS images each, so every image's
+        #    thumbnail is computed once and at most one batch of thumbnails is held
+        comp = candidates.labels()
+        nodes = np.zeros(n, dtype=bool)
+        nodes[left] = True
+        nodes[right] = True
+        size = np.bincount(comp[nodes], minlength=n)
+        batch_of = np.zeros(n, dtype=np.int32)
+        filled, batch = 0, 0
+        if int(size.sum()) > _MAX_THUMBNAILS:
+            members = np.flatnonzero(size)
+            for c, k in zip(members.tolist(), size[members].tolist()):
+                if filled and filled + k > _MAX_THUMBNAILS:
+                    batch, filled = batch + 1, 0
+                batch_of[c] = batch
+                filled += k
+        del size, nodes
+        if batch:
+            pair_batch = batch_of[comp[left]]
+            # many batches: one sort; few: a scan per batch (no int64 permutation of all pairs)
+            if batch >= _SORT_BATCHES:
+                bounds = np.zeros(batch + 2, dtype=np.int64)
+                np.cumsum(np.bincount(pair_batch, minlength=batch + 1), out=bounds[1:])
+                order = np.argsort(pair_batch, kind="stable")
+                del pair_batch
+        for b in range(batch + 1):
+            if batch:
+                sel = order[bounds[b]:bounds[b + 1]] if batch >= _SORT_BATCHES else np.flatnonzero(pair_batch == b)
+                a_idx, b_idx = left[sel], right[sel]
+            else:
+                a_idx, b_idx = left, right
+            keep = _confirm(a_idx, b_idx, thumbnails, min_similarity)
+            confirmed.add(a_idx[keep], b_idx[keep])
+    return _group_ids(n, confirmed.labels().astype(np.int64))
 
-    graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    return _group_ids(n, component.astype(np.int64))
+
+def _confirm(left: np.ndarray, right: np.ndarray, thumbnails: Callable[[np.ndarray], np.ndarray],
+             min_similarity: float) -> np.ndarray:
+    """Which candidate pairs the thumbnails confirm (bool, shape (K,)).
+
+    All thumbnails of the pairs' images are asked for at once when there are at
+    most :data:`_MAX_THUMBNAILS` of them; a bigger set (one huge component) is
+    cut into node blocks and each block pair is checked with only two blocks of
+    thumbnails in memory (those are then asked for more than once).
+    """
+    nodes = np.unique(np.concatenate([left, right]))
+    keep = np.zeros(len(left), dtype=bool)
+    half = max(1, _MAX_THUMBNAILS // 2)
+    n_blocks = -(-len(nodes) // half) if len(nodes) > _MAX_THUMBNAILS else 1
+    if n_blocks == 1:
+        blocks = [nodes]
+    else:
+        logger.info("one near-duplicate component holds %d images; checking its %d candidate pairs in %d blocks",
+                    len(nodes), len(left), n_blocks)
+        blocks = [nodes[k * half:(k + 1) * half] for k in range(n_blocks)]
+    width = half if n_blocks > 1 else max(1, len(nodes))
+    block_l = (np.searchsorted(nodes, left) // width).astype(np.int32)  # held for every pair: keep it small
+    block_r = (np.searchsorted(nodes, right) // width).astype(np.int32)
+    for p in range(n_blocks):
+        thumbs_p = np.asarray(thumbnails(blocks[p]), dtype=np.float32)
+        for q in range(p, n_blocks):
+            sel = np.flatnonzero(((block_l == p) & (block_r == q)) | ((block_l == q) & (block_r == p)))
+            if not len(sel):
+                continue
+            thumbs_q = thumbs_p if q == p else np.asarray(thumbnails(blocks[q]), dtype=np.float32)
+            both = np.concatenate([blocks[p], blocks[q]]) if q != p else blocks[p]
+            table = thumbs_p if q == p else np.concatenate([thumbs_p, thumbs_q])
+            slot_order = np.argsort(both, kind="stable")
+            for lo in range(0, len(sel), _PAIR_CHUNK):  # two gathered thumbnails: 8 KiB a pair
+                s = sel[lo:lo + _PAIR_CHUNK]
+                a = table[slot_order[np.searchsorted(both[slot_order], left[s])]]
+                b = table[slot_order[np.searchsorted(both[slot_order], right[s])]]
+                sim = np.einsum("ij,ij->i", a, b)
+                flat = ~a.any(1) & ~b.any(1)  # two flat images: duplicates when hashes agree
+                keep[s] = (sim >= min_similarity) | flat
+            del thumbs_q, table
+    return keep

@@ -149,6 +149,7 @@ def test_cli_build_with_scheduler(cluster, tmp_path):
     assert f"{N_DIGITS} items processed" in res.output
     assert len(open_dataset(tmp_path / "ds").manifest) + len(open_dataset(tmp_path / "ds").rejected) == N_DIGITS
     bad = runner.invoke(cli, ["build", str(recipe), "--out", str(tmp_path / "bad"), "--scheduler", "dask"])
-    assert bad.exit_code == 1
+    assert bad.exit_code == 2  # a usage error, caught before any work
+    assert not (tmp_path / "bad").exists()
     assert "Invalid scheduler 'dask'. Valid values are 'local-cluster'" in bad.output
     assert "Traceback" not in bad.output

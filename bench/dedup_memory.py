@@ -1,0 +1,96 @@
+"""Benchmark: peak memory of near-duplicate grouping on clustered hashes (issue 7's flat-memory rule).
+
+The build's finalize calls ``near_duplicate_groups`` (hash-only) or
+``confirmed_duplicate_groups`` (hash candidates confirmed by 32x32
+thumbnails). This script times both on the clustered pool of
+``bench/dedup_1m.py --clustered`` (distinct bases: real MNIST pHashes and
+random ones, the rest copies with 1 to 3 bits flipped; ``n // 20`` bases) at
+several sizes and reports wall/CPU seconds and the peak traced numpy memory
+(tracemalloc), so the growth of memory with n can be read off.
+
+``confirmed_duplicate_groups`` gets a synthetic thumbnail function (a fixed
+unit vector per hash family, ``hash % 64``; no image decoding), so its figure
+is the search and the thumbnail batches, not image I/O.
+
+Run::
+
+    .venv/bin/python bench/dedup_memory.py --sizes 100000,1000000 --radii 4,8
+    .venv/bin/python bench/dedup_memory.py --module /tmp/old/dedup.py   # compare another version of dedup.py
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from dedup_1m import clustered_pool  # noqa: E402
+
+
+def load(module: Path | None):
+    if module is None:
+        import datakit.dedup as mod
+
+        return mod
+    spec = importlib.util.spec_from_file_location("dedup_under_test", module)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def traced(fn):
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = tracemalloc.get_traced_memory()[1] / 2**20
+    tracemalloc.stop()
+    return out, wall, cpu, peak
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="100000,1000000")
+    ap.add_argument("--radii", default="4,8")
+    ap.add_argument("--functions", default="groups,confirmed")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--module", type=Path, help="path of another dedup.py to measure instead of datakit.dedup")
+    args = ap.parse_args(argv)
+    mod = load(args.module)
+    rng = np.random.default_rng(0)
+    family = rng.normal(size=(64, 1024)).astype(np.float32)
+    family /= np.linalg.norm(family, axis=1, keepdims=True)
+    print(f"# {args.module or 'datakit.dedup'}; {os.cpu_count()} cores; numpy {np.__version__}")
+    print("| function | n | max_distance | threads | wall s | CPU s | peak MiB (numpy, traced) | groups | "
+          "load avg (1 min) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in [int(v) for v in args.sizes.split(",")]:
+        h, _, _, _ = clustered_pool(n, 0, 10_000 * n // 1_000_000, max(1, n // 20))
+        for r in [int(v) for v in args.radii.split(",")]:
+            for name in args.functions.split(","):
+                if name == "groups":
+                    def run():
+                        return mod.near_duplicate_groups(h, r, n_jobs=args.jobs)
+                else:
+                    def run():
+                        return mod.confirmed_duplicate_groups(
+                            h, r, lambda idx: family[(h[idx] % np.uint64(64)).astype(np.int64)], n_jobs=args.jobs)
+                load_avg = os.getloadavg()[0]
+                g, wall, cpu, peak = traced(run)
+                print(f"| {name} | {n:,} | {r} | {args.jobs} | {wall:.2f} | {cpu:.2f} | {peak:.1f} | "
+                      f"{len(np.unique(g)):,} | {load_avg:.1f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

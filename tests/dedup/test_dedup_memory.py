@@ -1,0 +1,182 @@
+"""Bounded-memory near-duplicate search on clustered hashes (heavy buckets, many equal hashes).
+
+The caps on candidates, buffered edges and thumbnails are shrunk with
+monkeypatch so that a few thousand hashes exercise every split path (a heavy
+bucket cut over several pieces, components merged chunk by chunk, thumbnails
+checked in batches and in blocks); every result is compared with a brute-force
+reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+import datakit.dedup as dedup
+from datakit.dedup import (HashIndex, _capped_expand, confirmed_duplicate_groups, near_duplicate_groups,
+                           near_duplicate_pairs, popcount64)
+
+
+def clustered(n: int, distinct: int, seed: int) -> np.ndarray:
+    """``n`` hashes: ``distinct`` random bases and copies of them with 0 to 3 random bits flipped."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 2**64, distinct, dtype=np.uint64)
+    src = rng.integers(0, distinct, n - distinct)
+    flips = np.zeros(n - distinct, dtype=np.uint64)
+    n_flips = rng.integers(0, 4, n - distinct)
+    for k in range(3):
+        bit = rng.integers(0, 64, n - distinct).astype(np.uint64)
+        flips ^= np.where(n_flips > k, np.uint64(1) << bit, np.uint64(0))
+    out = np.concatenate([base, base[src] ^ flips])
+    return out[rng.permutation(n)]
+
+
+def brute(a: np.ndarray, r: int, b: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Reference: the full distance matrix (rows i, columns j; i < j within one set)."""
+    d = popcount64(a[:, None] ^ (a if b is None else b)[None, :]).astype(np.int64)
+    ok = d <= r
+    if b is None:
+        ok &= np.triu(np.ones_like(ok), 1)
+    i, j = np.nonzero(ok)  # row-major: sorted by i then j
+    return np.stack([i, j], 1).astype(np.int64), d[i, j]
+
+
+def brute_groups(n: int, pairs: np.ndarray) -> np.ndarray:
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    first = np.full(n, n)
+    np.minimum.at(first, comp, np.arange(n))
+    return first[comp]
+
+
+@pytest.fixture
+def small_caps(monkeypatch):
+    """Caps small enough that a 2,000-hash clustered set splits everywhere."""
+    monkeypatch.setattr(dedup, "_MAX_CANDIDATES", 97)
+    monkeypatch.setattr(dedup, "_MAX_EDGES", 50)
+    monkeypatch.setattr(dedup, "_MAX_THUMBNAILS", 16)
+
+
+def test_capped_expand_splits_heavy_rows_exactly():
+    rng = np.random.default_rng(0)
+    counts = rng.integers(0, 40, 50)
+    counts[7] = 500  # one row heavier than the cap
+    starts = rng.integers(0, 1000, 50)
+    want = np.concatenate([np.arange(s, s + c) for s, c in zip(starts, counts)])
+    want_rows = np.repeat(np.arange(50), counts)
+    got, got_rows, sizes = [], [], []
+    for r0, r1, c, pos in _capped_expand(starts, counts, cap=64):
+        assert c.sum() == len(pos) and (c >= 0).all()
+        got.append(pos)
+        got_rows.append(np.repeat(np.arange(r0, r1), c))
+        sizes.append(len(pos))
+    np.testing.assert_array_equal(np.concatenate(got), want)
+    np.testing.assert_array_equal(np.concatenate(got_rows), want_rows)
+    assert max(sizes) <= 64 and len(sizes) == -(-counts.sum() // 64)
+
+
+@pytest.mark.parametrize("r", [0, 2, 4, 8])
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_clustered_pairs_match_brute_force_with_small_caps(small_caps, r, n_jobs):
+    h = clustered(2000, 60, seed=r)  # about 33 copies per base: heavy buckets, many equal hashes
+    assert len(np.unique(h)) < len(h) - 100
+    want, want_d = brute(h, r)
+    pairs, d = near_duplicate_pairs(h, r, return_distances=True, n_jobs=n_jobs)
+    assert pairs.dtype == np.int64 and d.dtype == np.int64
+    np.testing.assert_array_equal(pairs, want)
+    np.testing.assert_array_equal(d, want_d)
+    assert (d == 0).sum() > 100  # the equal-hash expansion was exercised
+    np.testing.assert_array_equal(near_duplicate_groups(h, r, n_jobs=n_jobs), brute_groups(len(h), want))
+
+
+@pytest.mark.parametrize("r", [0, 3, 8])
+def test_clustered_pairs_against_other_set(small_caps, r):
+    h = clustered(700, 30, seed=10 + r)
+    other = clustered(500, 30, seed=10 + r)[::-1].copy()
+    other[:50] = h[:50]  # equal hashes across the sets
+    want, want_d = brute(h, r, other)
+    pairs, d = near_duplicate_pairs(h, r, other=other, return_distances=True)
+    np.testing.assert_array_equal(pairs, want)
+    np.testing.assert_array_equal(d, want_d)
+    index = HashIndex(max_distance=8).fit(other)
+    got, got_d = index.query(h, r, return_distances=True)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_d, want_d)
+
+
+def test_all_equal_hashes_with_small_caps(small_caps):
+    h = np.full(60, 0xABCDEF, dtype=np.uint64)
+    h[::7] ^= np.uint64(1)
+    want, want_d = brute(h, 1)
+    pairs, d = near_duplicate_pairs(h, 1, return_distances=True)
+    np.testing.assert_array_equal(pairs, want)
+    np.testing.assert_array_equal(d, want_d)
+    np.testing.assert_array_equal(near_duplicate_groups(h, 0), np.where(np.arange(60) % 7 == 0, 0, 1))
+
+
+def test_search_error_in_a_thread_reaches_the_caller(monkeypatch):
+    def boom(self, task):
+        raise RuntimeError("table lookup failed")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(dedup._Search, "run", boom)
+    with pytest.raises(RuntimeError, match="table lookup failed"):
+        near_duplicate_pairs(clustered(3000, 300, seed=1), 4, n_jobs=2)
+
+
+def confirmed_reference(h: np.ndarray, r: int, thumbs: np.ndarray, min_similarity: float) -> np.ndarray:
+    pairs, _ = brute(h, r)
+    a, b = thumbs[pairs[:, 0]], thumbs[pairs[:, 1]]
+    keep = ((a * b).sum(1) >= min_similarity) | (~a.any(1) & ~b.any(1))
+    return brute_groups(len(h), pairs[keep])
+
+
+@pytest.mark.parametrize("caps,sort_batches", [(False, 64), (True, 1), (True, 10**6)])
+def test_confirmed_groups_match_reference_in_batches_and_blocks(monkeypatch, caps, sort_batches):
+    monkeypatch.setattr(dedup, "_SORT_BATCHES", sort_batches)  # pairs sorted by batch, or scanned per batch
+    if caps:
+        monkeypatch.setattr(dedup, "_MAX_CANDIDATES", 97)
+        monkeypatch.setattr(dedup, "_MAX_EDGES", 50)
+        monkeypatch.setattr(dedup, "_MAX_THUMBNAILS", 16)  # components of 20+ images are cut into blocks
+    rng = np.random.default_rng(3)
+    h = clustered(600, 25, seed=3)
+    # image "content": one random direction per hash family, so thumbnails of near hashes mostly agree,
+    # and every fifth image gets its own direction (an unconfirmed hash neighbour)
+    family = rng.normal(size=(64, 1024)).astype(np.float32)
+    thumbs = family[(h % np.uint64(64)).astype(np.int64)]
+    thumbs[::5] = rng.normal(size=(len(thumbs[::5]), 1024))
+    thumbs[3] = 0.0  # flat images: confirmed by agreeing hashes alone
+    thumbs /= np.maximum(np.linalg.norm(thumbs, axis=1, keepdims=True), 1e-9)
+    calls = []
+
+    def thumbnails(idx):
+        calls.append(len(idx))
+        assert idx.ndim == 1 and len(np.unique(idx)) == len(idx)
+        return thumbs[idx]
+
+    want = confirmed_reference(h, 4, thumbs, 0.98)
+    got = confirmed_duplicate_groups(h, 4, thumbnails)
+    np.testing.assert_array_equal(got, want)
+    assert len(np.unique(want)) < len(h) - 50  # real groups were found
+    assert (want != brute_groups(len(h), brute(h, 4)[0])).any()  # and pixels rejected some hash pairs
+    if caps:
+        assert len(calls) > 1 and max(calls) <= 16
+    else:
+        assert len(calls) == 1
+
+
+def test_heavy_buckets_are_split_by_the_cap(small_caps, monkeypatch):
+    pieces = []
+    original = dedup._capped_expand
+
+    def counting(starts, counts, cap=None):
+        for piece in original(starts, counts, cap):
+            pieces.append(len(piece[3]))
+            yield piece
+
+    monkeypatch.setattr(dedup, "_capped_expand", counting)
+    h = clustered(2000, 60, seed=7)
+    want, _ = brute(h, 4)
+    np.testing.assert_array_equal(near_duplicate_pairs(h, 4), want)
+    assert max(pieces) <= 97 and sum(p == 97 for p in pieces) > 10  # many full pieces: candidates were capped
