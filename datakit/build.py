@@ -511,6 +511,22 @@ def _class_order(labels: list[str], categories: dict[str, str]) -> list[str]:
     return sorted(present, key=lambda s: (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s))
 
 
+def _dedup_stats(recipe: Recipe, dist: int, sizes: np.ndarray, moved: int, exact: int) -> dict:
+    """The ``deduplication`` entry of datakit.json (group sizes: images per near-duplicate group)."""
+    return {
+        "near_duplicates": {
+            "max_distance": dist,
+            "verify": recipe.splits.near_duplicate_verify,
+            "min_similarity": recipe.splits.near_duplicate_similarity,
+            "groups_with_several_images": int((sizes > 1).sum()),
+            "images_in_such_groups": int(sizes[sizes > 1].sum()),
+            "largest_group": int(sizes.max()) if len(sizes) else 0,
+            "moved_from_source_split": moved,
+        },
+        "exact_duplicates": exact,
+    }
+
+
 def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Dedupe, group, split. Returns (manifest, rejected, stats)."""
     from datakit.dedup import confirmed_duplicate_groups, near_duplicate_groups, thumbnail
@@ -601,18 +617,7 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     parts = [failed[rej_cols]] + [f[rej_cols] for f in (dup_rej, cur_rej) if f is not None and len(f)]
     rejected = pd.concat(parts, ignore_index=True) if len(parts) > 1 else failed[rej_cols].reset_index(drop=True)
     rejected = conform(rejected, REJECTED_COLUMNS)
-    stats = {
-        "near_duplicates": {
-            "max_distance": dist,
-            "verify": recipe.splits.near_duplicate_verify,
-            "min_similarity": recipe.splits.near_duplicate_similarity,
-            "groups_with_several_images": int((sizes > 1).sum()),
-            "images_in_such_groups": int(sizes[sizes > 1].sum()),
-            "largest_group": int(sizes.max()) if len(sizes) else 0,
-            "moved_from_source_split": moved,
-        },
-        "exact_duplicates": int(dup.sum()),
-    }
+    stats = _dedup_stats(recipe, dist, sizes, moved, int(dup.sum()))
     if curation is not None:
         stats["curation"] = curation
     return manifest, rejected, stats
@@ -904,18 +909,7 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
                 else pd.DataFrame({c: pd.Series([], dtype="string") for c in rej_cols}))
     rejected = conform(rejected, REJECTED_COLUMNS)
     writer.write_rejected(rejected)
-    stats = {
-        "near_duplicates": {
-            "max_distance": dist,
-            "verify": recipe.splits.near_duplicate_verify,
-            "min_similarity": recipe.splits.near_duplicate_similarity,
-            "groups_with_several_images": int((sizes > 1).sum()),
-            "images_in_such_groups": int(sizes[sizes > 1].sum()),
-            "largest_group": int(sizes.max()) if len(sizes) else 0,
-            "moved_from_source_split": moved,
-        },
-        "exact_duplicates": int(dup.sum()),
-    }
+    stats = _dedup_stats(recipe, dist, sizes, moved, int(dup.sum()))
     present = np.unique(kept_label[kept_label >= 0])
     classes = _class_order([label_names[c] for c in present], categories)
     source_names = [spec.name for spec, _ in plan.sources]

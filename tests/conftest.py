@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from datakit.errors import DatakitError
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DATAKIT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -27,3 +29,19 @@ def fashion_mnist() -> Path:
     if not any(FASHION_MNIST.glob("*idx*")):
         pytest.skip(f"Fashion-MNIST not found at {FASHION_MNIST} (apt-get install dataset-fashion-mnist)")
     return FASHION_MNIST
+
+
+@pytest.fixture(scope="session")
+def wn(tmp_path_factory):
+    """nltk's WordNet reader; provisioned offline into a session cache (skips when impossible)."""
+    from datakit.taxonomy.wordnet import get_wordnet
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DATAKIT_CACHE", str(tmp_path_factory.mktemp("datakit-cache")))
+    mp.setenv("DATAKIT_OFFLINE", "1")
+    try:
+        yield get_wordnet(allow_download=False)
+    except DatakitError as exc:
+        pytest.skip(f"no WordNet available offline ({exc})")
+    finally:
+        mp.undo()
