@@ -31,6 +31,7 @@ from PIL import Image
 from scipy import sparse
 
 from audits.base import AuditResult, register_audit, skipped
+from audits._common import _unique_names
 from datakit.dedup import MAX_DISTANCE, near_duplicate_pairs
 from datakit.errors import DatakitError
 from datakit.hashing import phash
@@ -52,15 +53,6 @@ KINDS = ("leak", "cross_dataset", "cross_source", "cross_split", "within_split")
 # ---------------------------------------------------------------------------
 # input
 # ---------------------------------------------------------------------------
-
-
-def _unique_names(names: Sequence[str]) -> list[str]:
-    seen: dict[str, int] = {}
-    out = []
-    for name in names:
-        seen[name] = seen.get(name, 0) + 1
-        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
-    return out
 
 
 def _load_hash(item: tuple[str, str]) -> int:
