@@ -272,7 +272,7 @@ _MAX_CANDIDATES = 1 << 20
 #: Edges buffered before they are merged into the connected components (int32 pairs: 16 MiB).
 _MAX_EDGES = 1 << 21
 #: Most thumbnails (1024 float32 = 4 KiB each) held at once by :func:`confirmed_duplicate_groups`.
-_MAX_THUMBNAILS = 1 << 12
+_MAX_THUMBNAILS = 1 << 15
 #: Candidate pairs whose thumbnails are compared at once (2 x 4 KiB each: 32 MiB).
 _PAIR_CHUNK = 1 << 12
 #: From this many thumbnail batches on, candidate pairs are sorted by batch once instead of scanned per batch.
