@@ -511,6 +511,31 @@ def _class_order(labels: list[str], categories: dict[str, str]) -> list[str]:
     return sorted(present, key=lambda s: (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s))
 
 
+def _group_near_duplicates(recipe: Recipe, hashes: np.ndarray, out: Path,
+                           paths_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Near-duplicate group of each kept image, as the recipe's ``[splits]`` asks.
+
+    ``paths_of(indices)`` gives the stored paths (relative to ``out``) of those
+    kept images; only the images of candidate pairs are read (pixel check).
+    """
+    from datakit.dedup import confirmed_duplicate_groups, near_duplicate_groups, thumbnail
+
+    dist = recipe.splits.near_duplicate_distance
+    if not len(hashes):
+        return np.zeros(0, np.int64)
+    if recipe.splits.near_duplicate_verify != "pixels":
+        return near_duplicate_groups(hashes, dist)
+
+    def thumbnails(indices: np.ndarray) -> np.ndarray:
+        out_ = np.empty((len(indices), 1024), dtype=np.float32)
+        for k, rel in enumerate(paths_of(indices)):
+            with Image.open(out / rel) as im:
+                out_[k] = thumbnail(np.asarray(im))
+        return out_
+
+    return confirmed_duplicate_groups(hashes, dist, thumbnails, min_similarity=recipe.splits.near_duplicate_similarity)
+
+
 def _dedup_stats(recipe: Recipe, dist: int, sizes: np.ndarray, moved: int, exact: int) -> dict:
     """The ``deduplication`` entry of datakit.json (group sizes: images per near-duplicate group)."""
     return {
@@ -529,7 +554,6 @@ def _dedup_stats(recipe: Recipe, dist: int, sizes: np.ndarray, moved: int, exact
 
 def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Dedupe, group, split. Returns (manifest, rejected, stats)."""
-    from datakit.dedup import confirmed_duplicate_groups, near_duplicate_groups, thumbnail
 
     recipe = plan.recipe
     frames = []
@@ -569,22 +593,8 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     # near duplicates -> one split per group
     dist = recipe.splits.near_duplicate_distance
     hashes = kept["phash"].to_numpy(dtype=np.uint64)
-    if not len(kept):
-        groups = np.zeros(0, np.int64)
-    elif recipe.splits.near_duplicate_verify == "pixels":
-        paths = kept["path"].to_numpy()
-
-        def thumbnails(indices: np.ndarray) -> np.ndarray:
-            out_ = np.empty((len(indices), 1024), dtype=np.float32)
-            for k, i in enumerate(indices):
-                with Image.open(out / paths[i]) as im:
-                    out_[k] = thumbnail(np.asarray(im))
-            return out_
-
-        groups = confirmed_duplicate_groups(hashes, dist, thumbnails,
-                                            min_similarity=recipe.splits.near_duplicate_similarity)
-    else:
-        groups = near_duplicate_groups(hashes, dist)
+    paths = kept["path"].to_numpy()
+    groups = _group_near_duplicates(recipe, hashes, out, lambda indices: paths[np.asarray(indices, dtype=np.int64)])
     spec_split = recipe.splits
     strategy = spec_split.strategy if spec_split.strategy != "source" else spec_split.fallback
     fixed = kept["fixed"].astype(object).where(kept["fixed"].notna(), None).tolist()
@@ -756,7 +766,6 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
     Writes ``manifest.parquet`` (chunk by chunk, identical to what :func:`_finalize` gives) and
     ``rejected.parquet``. Returns kept, rejected, stats, classes, keep_digests, counts, data_sha256.
     """
-    from datakit.dedup import confirmed_duplicate_groups, near_duplicate_groups, thumbnail
 
     recipe = plan.recipe
     chunks = _Chunks()
@@ -830,23 +839,14 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
     n_kept = len(kept_ok)
     hashes = arr["phash"][kept_ok].astype(np.uint64)
     dist = recipe.splits.near_duplicate_distance
-    if not n_kept:
-        groups = np.zeros(0, np.int64)
-    elif recipe.splits.near_duplicate_verify == "pixels":
-        def thumbnails(indices: np.ndarray) -> np.ndarray:
-            indices = np.asarray(indices, dtype=np.int64)
-            sort = np.argsort(indices, kind="stable")
-            paths = chunks.gather(kept_ok[indices[sort]], ["path"])["path"].to_numpy()
-            out_ = np.empty((len(indices), 1024), dtype=np.float32)
-            for k, p in zip(sort, paths):
-                with Image.open(out / p) as im:
-                    out_[k] = thumbnail(np.asarray(im))
-            return out_
+    def paths_of(indices: np.ndarray) -> np.ndarray:
+        indices = np.asarray(indices, dtype=np.int64)
+        sort = np.argsort(indices, kind="stable")
+        paths = np.empty(len(indices), dtype=object)
+        paths[sort] = chunks.gather(kept_ok[indices[sort]], ["path"])["path"].to_numpy()
+        return paths
 
-        groups = confirmed_duplicate_groups(hashes, dist, thumbnails,
-                                            min_similarity=recipe.splits.near_duplicate_similarity)
-    else:
-        groups = near_duplicate_groups(hashes, dist)
+    groups = _group_near_duplicates(recipe, hashes, out, paths_of)
     groups = np.asarray(groups, dtype=np.int64)
     del hashes
     spec_split = recipe.splits

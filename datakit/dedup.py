@@ -818,6 +818,23 @@ def exact_duplicate_groups(ids: Sequence[str]) -> np.ndarray:
     return _group_ids(n, codes)
 
 
+def _nearest_from_pairs(n: int, pairs: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest match of each of ``n`` items from (i, j) pairs and their distances.
+
+    Ties go to the smallest ``j``; items without a pair get index and distance -1.
+    """
+    index = np.full(n, -1, dtype=np.int64)
+    distance = np.full(n, -1, dtype=np.int64)
+    if len(pairs):
+        order = np.lexsort((pairs[:, 1], dist, pairs[:, 0]))
+        i, j, d = pairs[order, 0], pairs[order, 1], dist[order]
+        first = np.ones(len(i), dtype=bool)
+        first[1:] = i[1:] != i[:-1]
+        index[i[first]] = j[first]
+        distance[i[first]] = d[first]
+    return index, distance
+
+
 def nearest_neighbors(hashes: np.ndarray, max_distance: int, *, other: np.ndarray | None = None
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Nearest other hash of each hash, within ``max_distance``.
@@ -848,16 +865,7 @@ def nearest_neighbors(hashes: np.ndarray, max_distance: int, *, other: np.ndarra
     if other is None:  # both directions
         pairs = np.concatenate([pairs, pairs[:, ::-1]])
         dist = np.concatenate([dist, dist])
-    index = np.full(len(query), -1, dtype=np.int64)
-    distance = np.full(len(query), -1, dtype=np.int64)
-    if len(pairs):
-        order = np.lexsort((pairs[:, 1], dist, pairs[:, 0]))
-        i, j, d = pairs[order, 0], pairs[order, 1], dist[order]
-        first = np.ones(len(i), dtype=bool)
-        first[1:] = i[1:] != i[:-1]
-        index[i[first]] = j[first]
-        distance[i[first]] = d[first]
-    return index, distance
+    return _nearest_from_pairs(len(query), pairs, dist)
 
 
 class HashIndex:
@@ -953,17 +961,7 @@ class HashIndex:
     def nearest(self, hashes: np.ndarray, max_distance: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Nearest indexed hash of each query (index, distance; -1 where none within range)."""
         pairs, dist = self.query(hashes, max_distance, return_distances=True)
-        n = len(np.asarray(hashes))
-        index = np.full(n, -1, dtype=np.int64)
-        distance = np.full(n, -1, dtype=np.int64)
-        if len(pairs):
-            order = np.lexsort((pairs[:, 1], dist, pairs[:, 0]))
-            i, j, d = pairs[order, 0], pairs[order, 1], dist[order]
-            first = np.ones(len(i), dtype=bool)
-            first[1:] = i[1:] != i[:-1]
-            index[i[first]] = j[first]
-            distance[i[first]] = d[first]
-        return index, distance
+        return _nearest_from_pairs(len(np.asarray(hashes)), pairs, dist)
 
     def __len__(self) -> int:
         return len(getattr(self, "hashes_", ()))
