@@ -8,9 +8,11 @@ random ones, the rest copies with 1 to 3 bits flipped; ``n // 20`` bases) at
 several sizes and reports wall/CPU seconds and the peak traced numpy memory
 (tracemalloc), so the growth of memory with n can be read off.
 
-``confirmed_duplicate_groups`` gets a synthetic thumbnail function (a fixed
-unit vector per hash family, ``hash % 64``; no image decoding), so its figure
-is the search and the thumbnail batches, not image I/O.
+``confirmed_duplicate_groups`` gets a synthetic thumbnail function (fixed
+random 32x32 uint8 pixels per hash family, ``hash % 64``, as the build's
+staged thumbnails; no image decoding), so its figure is the search and the
+thumbnail batches, not image I/O. Thumbnails that do not fit in one batch go
+to a temporary file (``$TMPDIR``), which tracemalloc does not count.
 
 Run::
 
@@ -68,8 +70,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     mod = load(args.module)
     rng = np.random.default_rng(0)
-    family = rng.normal(size=(64, 1024)).astype(np.float32)
-    family /= np.linalg.norm(family, axis=1, keepdims=True)
+    family = rng.integers(0, 256, size=(64, 1024)).astype(np.uint8)  # 32x32 pixels, as the build stages them
     print(f"# {args.module or 'datakit.dedup'}; {os.cpu_count()} cores; numpy {np.__version__}")
     print("| function | n | max_distance | threads | wall s | CPU s | peak MiB (numpy, traced) | groups | "
           "load avg (1 min) |")

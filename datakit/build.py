@@ -29,6 +29,7 @@ uninterrupted one.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import datetime as _dt
 import functools
@@ -38,6 +39,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -51,7 +53,7 @@ from PIL import Image
 from datakit.errors import DatakitError, ImageRejected, RecipeError
 from datakit.recipe import Recipe, SourceSpec, _make_normalizer, load_recipe, resolve_data_root
 from datakit.sources.base import SourceItem
-from datakit.store.atomic import _UMASK, atomic_write_json, atomic_write_parquet
+from datakit.store.atomic import _UMASK, atomic_write_bytes, atomic_write_json, atomic_write_parquet
 from datakit.store.images import ImageStore, content_id, encode_png
 from datakit.store.manifest import MANIFEST_COLUMNS, REJECTED_COLUMNS, conform
 from datakit.store.splits import SPLIT_ORDER, UNLABELED_KEY, assign_split_codes, assign_splits, split_counts
@@ -66,6 +68,9 @@ STAGING_DIR = ".build"
 #: Bump when the staging layout or the per-item work changes meaning.
 #: 2: pHashes of chunks holding failed rows are no longer rounded through float64.
 _STAGING_VERSION = 2
+
+#: Bytes of one staged thumbnail (32x32 uint8 grayscale, :func:`datakit.dedup.thumbnail_pixels`).
+_THUMB_BYTES = 1024
 
 _STAGE_COLUMNS = {
     "seq": "int64", "source": "string", "source_ref": "string", "source_label": "string",
@@ -338,9 +343,11 @@ def process_item(item: SourceItem, *, normalizer: Callable, label_map: dict | No
     Returns
     -------
     dict
-        ``ok=True`` with ``id``, ``path``, ``width``, ``height``, ``phash``;
-        or ``ok=False`` with ``stage`` (label/decode/normalize), ``reason`` and ``detail``.
+        ``ok=True`` with ``id``, ``path``, ``width``, ``height``, ``phash`` and
+        ``thumb`` (the 1,024 bytes of :func:`datakit.dedup.thumbnail_pixels`,
+        for the near-duplicate pixel check); or ``ok=False`` with ``stage`` (label/decode/normalize), ``reason`` and ``detail``.
     """
+    from datakit.dedup import thumbnail_pixels
     from datakit.hashing import phash
     from datakit.sources.decode import item_to_image
 
@@ -360,7 +367,7 @@ def process_item(item: SourceItem, *, normalizer: Callable, label_map: dict | No
         raise TypeError(f"the normalizer returned {array.dtype}, expected uint8")
     image_id, rel = _put_image(store_root, encode_png(array))
     return {"ok": True, "id": image_id, "path": rel, "width": int(array.shape[1]),
-            "height": int(array.shape[0]), "phash": phash(array)}
+            "height": int(array.shape[0]), "phash": phash(array), "thumb": thumbnail_pixels(array).tobytes()}
 
 
 # --------------------------------------------------------------------------- staging
@@ -411,10 +418,19 @@ class _Staging:
     def mark_done(self, name: str, items: int, chunks: int) -> None:
         atomic_write_json(self.source_dir(name) / "done.json", {"items": items, "chunks": chunks})
 
+    @staticmethod
+    def thumbs_path(chunk: Path) -> Path:
+        """The chunk's thumbnails: 1,024 bytes per ok row, in row order (see :func:`process_item`)."""
+        return chunk.with_suffix(".thumbs")
+
     def write_chunk(self, name: str, index: int, rows: list[dict]) -> None:
+        path = self.chunk_path(name, index)
+        thumbs = [r.get("thumb") for r in rows if r.get("ok")]
+        if thumbs and all(isinstance(t, bytes) and len(t) == _THUMB_BYTES for t in thumbs):
+            atomic_write_bytes(self.thumbs_path(path), b"".join(thumbs))
         if hasattr(os, "sync"):
-            os.sync()  # the images this chunk refers to reach the disk before the chunk does
-        atomic_write_parquet(self.chunk_path(name, index), _stage_frame(rows))
+            os.sync()  # the images (and thumbnails) this chunk refers to reach the disk before the chunk does
+        atomic_write_parquet(path, _stage_frame(rows))
 
     def read(self, name: str) -> pd.DataFrame:
         n = self.complete_chunks(name)
@@ -503,6 +519,27 @@ def _process_source(spec: SourceSpec, source, plan: BuildPlan, staging: _Staging
 # --------------------------------------------------------------------------- finalize
 
 
+def _release_memory() -> None:
+    """Hand memory freed by the last finalize phase back to the operating system.
+
+    pyarrow keeps freed buffers in its pool and glibc keeps freed heap pages
+    for reuse; neither is in use, but both stay resident, and the next phase's
+    arrays would pile up on top of them (a 1M-image build's peak is judged by
+    this). Harmless where either is not available.
+    """
+    try:
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except (ImportError, AttributeError):  # pragma: no cover - older pyarrow
+        pass
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
+
+
 def _class_order(labels: list[str], categories: dict[str, str]) -> list[str]:
     """The recipe's [categories] order when it lists every class, else natural order ("2" before "10")."""
     present = set(labels)
@@ -512,28 +549,24 @@ def _class_order(labels: list[str], categories: dict[str, str]) -> list[str]:
 
 
 def _group_near_duplicates(recipe: Recipe, hashes: np.ndarray, out: Path,
-                           paths_of: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+                           thumbnails: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Near-duplicate group of each kept image, as the recipe's ``[splits]`` asks.
 
-    ``paths_of(indices)`` gives the stored paths (relative to ``out``) of those
-    kept images; only the images of candidate pairs are read (pixel check).
+    ``thumbnails(indices)`` gives the 32x32 uint8 thumbnails of those kept
+    images (:meth:`_Chunks.thumbnails`); only images with a candidate partner
+    are asked for (pixel check).
     """
-    from datakit.dedup import confirmed_duplicate_groups, near_duplicate_groups, thumbnail
+    from datakit.dedup import confirmed_duplicate_groups, near_duplicate_groups
 
     dist = recipe.splits.near_duplicate_distance
     if not len(hashes):
         return np.zeros(0, np.int64)
     if recipe.splits.near_duplicate_verify != "pixels":
         return near_duplicate_groups(hashes, dist)
-
-    def thumbnails(indices: np.ndarray) -> np.ndarray:
-        out_ = np.empty((len(indices), 1024), dtype=np.float32)
-        for k, rel in enumerate(paths_of(indices)):
-            with Image.open(out / rel) as im:
-                out_[k] = thumbnail(np.asarray(im))
-        return out_
-
-    return confirmed_duplicate_groups(hashes, dist, thumbnails, min_similarity=recipe.splits.near_duplicate_similarity)
+    workdir = out / STAGING_DIR
+    workdir.mkdir(parents=True, exist_ok=True)
+    return confirmed_duplicate_groups(hashes, dist, thumbnails, min_similarity=recipe.splits.near_duplicate_similarity,
+                                      workdir=workdir)
 
 
 def _dedup_stats(recipe: Recipe, dist: int, sizes: np.ndarray, moved: int, exact: int) -> dict:
@@ -593,8 +626,8 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     # near duplicates -> one split per group
     dist = recipe.splits.near_duplicate_distance
     hashes = kept["phash"].to_numpy(dtype=np.uint64)
-    paths = kept["path"].to_numpy()
-    groups = _group_near_duplicates(recipe, hashes, out, lambda indices: paths[np.asarray(indices, dtype=np.int64)])
+    chunks, kept_ok = _Chunks.of(plan, staging), np.flatnonzero(~dup)
+    groups = _group_near_duplicates(recipe, hashes, out, lambda idx: chunks.thumbnails(kept_ok[idx], out))
     spec_split = recipe.splits
     strategy = spec_split.strategy if spec_split.strategy != "source" else spec_split.fallback
     fixed = kept["fixed"].astype(object).where(kept["fixed"].notna(), None).tolist()
@@ -690,6 +723,55 @@ class _Chunks:
         self.entries: list[tuple[SourceSpec, Path, bool]] = []
         self.ok_counts: list[int] = []
 
+    @classmethod
+    def of(cls, plan: BuildPlan, staging: _Staging) -> "_Chunks":
+        """Every staged chunk of the plan's sources (reads only their ``ok`` column)."""
+        chunks = cls()
+        for spec, _ in plan.sources:
+            keep = spec.keep_split if spec.keep_split is not None else plan.recipe.splits.strategy == "source"
+            for i in range(staging.complete_chunks(spec.name)):
+                path = staging.chunk_path(spec.name, i)
+                chunks.entries.append((spec, path, keep))
+                chunks.ok_counts.append(int(_read_chunk(path, ["ok"])["ok"].to_numpy(dtype=bool).sum()))
+        return chunks
+
+    def thumbnails(self, ok_indices: np.ndarray, out: Path) -> np.ndarray:
+        """The staged thumbnails (uint8, shape (k, 1024)) of the ok rows at sorted ``ok_indices``.
+
+        Rows of a chunk staged without thumbnails (by an older datakit) are made
+        from their stored images instead.
+        """
+        from datakit.dedup import thumbnail_pixels
+
+        result = np.empty((len(ok_indices), _THUMB_BYTES), dtype=np.uint8)
+        bounds = np.r_[0, np.cumsum(self.ok_counts)]
+        for k, (_, path, _) in enumerate(self.entries):
+            lo, hi = np.searchsorted(ok_indices, [bounds[k], bounds[k + 1]])
+            if hi <= lo:
+                continue
+            local = ok_indices[lo:hi] - bounds[k]
+            try:
+                with open(_Staging.thumbs_path(path), "rb") as fh:
+                    if os.fstat(fh.fileno()).st_size != self.ok_counts[k] * _THUMB_BYTES:
+                        raise OSError("size does not match the chunk")
+                    if len(local) * 16 >= self.ok_counts[k]:  # many rows: one read
+                        whole = np.frombuffer(fh.read(), dtype=np.uint8).reshape(-1, _THUMB_BYTES)
+                        result[lo:hi] = whole[local]
+                        del whole
+                    else:
+                        fd = fh.fileno()
+                        for r, row in enumerate(local.tolist(), start=int(lo)):
+                            result[r] = np.frombuffer(os.pread(fd, _THUMB_BYTES, row * _THUMB_BYTES), dtype=np.uint8)
+                continue
+            except OSError as exc:
+                logger.debug("no usable staged thumbnails for %s (%s): reading its images", path, exc)
+            frame = _read_chunk(path, ["ok", "path"])
+            paths = frame.loc[frame["ok"].to_numpy(dtype=bool), "path"].to_numpy()[local]
+            for r, rel in enumerate(paths, start=int(lo)):
+                with Image.open(out / rel) as im:
+                    result[r] = thumbnail_pixels(np.asarray(im))
+        return result
+
     def gather(self, ok_indices: np.ndarray, columns: list[str]) -> pd.DataFrame:
         """Columns of the ok rows at sorted ``ok_indices`` (reads only the chunks holding them)."""
         bounds = np.r_[0, np.cumsum(self.ok_counts)]
@@ -727,15 +809,16 @@ def _manifest_checksum(path: Path) -> str:
     import pyarrow.parquet as pq
 
     h = hashlib.sha256()
-    pf = pq.ParquetFile(path)
+    pf = pq.ParquetFile(path, pre_buffer=False)  # one row group at a time (iter_batches reads ahead)
     for col in ("id", "label", "split"):
         first = True
-        for batch in pf.iter_batches(columns=[col], batch_size=65536):
-            values = batch.column(0).to_pandas().astype("string").fillna("None")
+        for group in range(pf.num_row_groups):
+            values = pf.read_row_group(group, columns=[col]).column(0).to_pandas().astype("string").fillna("None")
             if not len(values):
                 continue
             h.update((("" if first else "\n") + "\n".join(values)).encode())
             first = False
+            del values
     return h.hexdigest()
 
 
@@ -808,8 +891,12 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
             logger.warning("source %r: %d images have labels missing from label_map (%s); they are in "
                            "rejected.parquet (set drop_unmapped = true if this is intended)",
                            spec.name, unmapped_n, ", ".join(sorted(unmapped_labels)[:10]))
-    arr = {k: (np.concatenate(v) if v else np.zeros(0, dtype=np.int32)) for k, v in cols.items()}
-    del cols
+    arr = {}
+    for k in list(cols):  # one column at a time: its chunk list is freed before the next is joined
+        parts = cols.pop(k)
+        arr[k] = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+        del parts
+    _release_memory()
     n_ok = len(arr["digest"])
     # exact duplicates: rows whose 64-bit digest repeats are candidates, checked on their full ids
     dup = np.zeros(n_ok, dtype=bool)
@@ -835,20 +922,18 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
                 "reason": "duplicate",
                 "detail": [f"same content as kept image {i} ({first_src[i]}: {first_ref[i]})" for i in dups["id"]],
             })
-    kept_ok = np.flatnonzero(~dup)
+    kept_ok = np.flatnonzero(~dup).astype(np.int32 if n_ok < 2**31 else np.int64)
     n_kept = len(kept_ok)
-    hashes = arr["phash"][kept_ok].astype(np.uint64)
+    hashes = arr.pop("phash")[kept_ok].astype(np.uint64)
+    # the kept ids' digests are needed again only at the very end (orphan images): they wait on disk
+    digests_path = out / STAGING_DIR / "kept-digests.npy"
+    np.save(digests_path, np.sort(arr.pop("digest")[kept_ok]))
     dist = recipe.splits.near_duplicate_distance
-    def paths_of(indices: np.ndarray) -> np.ndarray:
-        indices = np.asarray(indices, dtype=np.int64)
-        sort = np.argsort(indices, kind="stable")
-        paths = np.empty(len(indices), dtype=object)
-        paths[sort] = chunks.gather(kept_ok[indices[sort]], ["path"])["path"].to_numpy()
-        return paths
-
-    groups = _group_near_duplicates(recipe, hashes, out, paths_of)
+    _release_memory()
+    groups = _group_near_duplicates(recipe, hashes, out, lambda idx: chunks.thumbnails(kept_ok[idx], out))
     groups = np.asarray(groups, dtype=np.int64)
     del hashes
+    _release_memory()
     spec_split = recipe.splits
     strategy = spec_split.strategy if spec_split.strategy != "source" else spec_split.fallback
     fractions = (spec_split.train, spec_split.val, spec_split.test)
@@ -861,6 +946,8 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
         np.where(kept_label < 0, len(label_names), kept_label), label_names + [UNLABELED_KEY], groups,
         fixed_codes=kept_fixed, fixed_names=list(fixed_vocab), strategy=strategy, fractions=fractions,
         per_class=spec_split.per_class, val_per_class=spec_split.val_per_class, seed=spec_split.seed)
+    split_codes = split_codes.astype(np.int8 if len(split_names) < 128 else np.int64)
+    _release_memory()
     fixed_as_split = np.array([split_names.index(f) for f in fixed_vocab] + [-1], dtype=np.int64)
     moved = int(((kept_fixed >= 0) & (fixed_as_split[kept_fixed] != split_codes)).sum())
     sizes = np.bincount(groups) if len(groups) else np.zeros(0, np.int64)
@@ -904,6 +991,7 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
             yield empty
 
     writer.write_manifest(manifest_frames())
+    _release_memory()
     parts = failed_parts + ([dup_rej] if dup_rej is not None and len(dup_rej) else [])
     rejected = (pd.concat(parts, ignore_index=True) if parts
                 else pd.DataFrame({c: pd.Series([], dtype="string") for c in rej_cols}))
@@ -928,7 +1016,8 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
         "rejected_by_source": {f"{s}": {str(r): int(n) for r, n in g.groupby("reason").size().items()}
                                for s, g in rejected.groupby("source")},
     }
-    keep_digests = np.sort(arr["digest"][kept_ok])
+    keep_digests = np.load(digests_path)
+    digests_path.unlink()
     return {"kept": n_kept, "rejected": rejected, "stats": stats, "classes": classes,
             "keep_digests": keep_digests, "counts": counts,
             "data_sha256": _manifest_checksum(out / "manifest.parquet")}

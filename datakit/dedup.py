@@ -35,8 +35,10 @@ heavy):
   decodes them in place (the peak is about the result itself, 24 bytes a
   pair); :func:`near_duplicate_groups` feeds the chunks to a
   connected-components merge with a bounded edge buffer and never holds the
-  pair list; :func:`confirmed_duplicate_groups` keeps the candidate pairs as
-  int32 (8 bytes a pair) and asks for thumbnails in bounded batches.
+  pair list; neither does :func:`confirmed_duplicate_groups`, which finds the
+  candidate components first, then searches each batch of components again
+  and checks its pairs against that batch's thumbnails (the others wait in a
+  temporary file).
 
 ``m`` is chosen per call from a cost model (``m = 3`` blocks of 22, 21 and 21
 bits, radius 2 in each, for ``r = 8`` and a million hashes); when the model
@@ -66,7 +68,7 @@ import itertools
 import logging
 import math
 import os
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -75,6 +77,7 @@ __all__ = [
     "near_duplicate_groups",
     "confirmed_duplicate_groups",
     "thumbnail",
+    "thumbnail_pixels",
     "exact_duplicate_groups",
     "nearest_neighbors",
     "HashIndex",
@@ -87,7 +90,7 @@ logger = logging.getLogger(__name__)
 #: Largest supported search radius (bits out of 64).
 MAX_DISTANCE = 32
 
-#: Widest block (bits) a direct-addressed table may have: 2**24 int64 spans = 128 MiB.
+#: Widest block (bits) a direct-addressed table may have: 2**24 int32 starts and a bitmap = 80 MiB.
 _MAX_TABLE_BITS = 24
 #: Target number of looked-up keys (or brute-force cells) per vectorised chunk.
 _CHUNK = 1 << 21
@@ -212,32 +215,38 @@ def _plan(n_db: int, n_query: int, radius: int, self_join: bool
 
 
 class _Table:
-    """CSR table of one block: ``order[start:start + count]`` hold the hashes whose block is ``v``.
+    """CSR table of one block: ``order[starts[v]:starts[v + 1]]`` hold the hashes whose block is ``v``.
 
     ``occupied`` (bool) answers "is anything there" with the cheapest gather
-    (and hits numpy's fast ``flatnonzero`` path); ``span`` packs each bucket's
-    start (low 40 bits) and count (high bits) into one int64 so a
-    hit costs one more gather; ``sorted_hashes`` (hashes in table order) lets
-    candidates be verified before their original index is looked up.
+    (and hits numpy's fast ``flatnonzero`` path); a hit then costs two more
+    gathers (its bucket's start and end). ``sorted_hashes`` (hashes in table
+    order) lets candidates be verified before their original index is looked
+    up. Keys are uint32 and positions int32 below 2**31 hashes: about 16 bytes
+    a hash plus 5 bytes a bucket.
     """
 
     def __init__(self, hashes: np.ndarray, shift: int, width: int) -> None:
         self.shift, self.width = shift, width
-        self.keys = ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.intp)
-        counts = np.bincount(self.keys, minlength=1 << width).astype(np.int64)
+        self.keys = ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.uint32)
+        counts = np.bincount(self.keys, minlength=1 << width)
         self.occupied = counts > 0
-        self.span = np.cumsum(counts) - counts  # bucket starts ...
-        self.span |= counts << _SPAN_SHIFT  # ... and counts, in one int64
+        index = _index_dtype(len(hashes) + 1)
+        self.starts = np.zeros((1 << width) + 1, dtype=index)
+        self.starts[1:] = np.cumsum(counts)
         del counts
-        self.order = np.argsort(self.keys, kind="stable").astype(np.intp)
+        self.order = np.argsort(self.keys, kind="stable").astype(index)
         self.sorted_hashes = hashes[self.order]
 
-    def block_distance(self, xor: np.ndarray) -> np.ndarray:
-        return popcount64((xor >> np.uint64(self.shift)) & np.uint64((1 << self.width) - 1))
+    def buckets(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start and size of the buckets of ``keys``."""
+        start = np.take(self.starts, keys)
+        return start, np.take(self.starts, keys + 1) - start
 
 
-#: ``span = start | count << _SPAN_SHIFT``: starts below 2**40 (a trillion hashes).
-_SPAN_SHIFT = 40
+
+def _block_distance(xor: np.ndarray, shift: int, width: int) -> np.ndarray:
+    """Bits set in block ``(shift, width)`` of ``xor``."""
+    return popcount64((xor >> np.uint64(shift)) & np.uint64((1 << width) - 1))
 
 
 def _masks_by_top_bit(width: int, radius: int) -> list[tuple[int, np.ndarray]]:
@@ -267,16 +276,15 @@ def _expand(starts: np.ndarray, counts: np.ndarray, ends: np.ndarray | None = No
 
 
 #: Most candidate pairs (or expanded output pairs) materialised at once per thread; about 40 bytes
-#: each in temporaries, so 2**20 candidates stay under 50 MiB however heavy a bucket is.
-_MAX_CANDIDATES = 1 << 20
-#: Edges buffered before they are merged into the connected components (int32 pairs: 16 MiB).
-_MAX_EDGES = 1 << 21
-#: Most thumbnails (1024 float32 = 4 KiB each) held at once by :func:`confirmed_duplicate_groups`.
-_MAX_THUMBNAILS = 1 << 15
-#: Candidate pairs whose thumbnails are compared at once (2 x 4 KiB each: 32 MiB).
-_PAIR_CHUNK = 1 << 12
-#: From this many thumbnail batches on, candidate pairs are sorted by batch once instead of scanned per batch.
-_SORT_BATCHES = 64
+#: each in temporaries, so 2**18 candidates stay under 12 MiB however heavy a bucket is.
+_MAX_CANDIDATES = 1 << 18
+#: Edges buffered before they are merged into the connected components (int32 pairs: 4 MiB).
+_MAX_EDGES = 1 << 19
+#: Most thumbnails held at once by :func:`confirmed_duplicate_groups` (as 32x32 uint8 pixels, 1 KiB each:
+#: 16 MiB; thumbnails given as float32 take 4 KiB each). The rest wait in a temporary file.
+_MAX_THUMBNAILS = 1 << 14
+#: Candidate pairs whose thumbnails are compared at once (2 x 4 KiB of float32 each: 16 MiB).
+_PAIR_CHUNK = 1 << 11
 
 
 def _capped_expand(starts: np.ndarray, counts: np.ndarray, cap: int | None = None):
@@ -320,26 +328,39 @@ class _Search:
     routines that release the GIL, so threads run them in parallel.
     """
 
-    def __init__(self, query: np.ndarray, radius: int, radii: list[int], tables: list[_Table], self_join: bool):
-        self.query, self.radius, self.radii, self.tables = query, radius, radii, tables
+    def __init__(self, query: np.ndarray, radius: int, radii: list[int], blocks: list[tuple[int, int]],
+                 self_join: bool, tables: list[_Table] | None = None):
+        self.query, self.radius, self.radii, self.blocks = query, radius, radii, blocks
         self.self_join = self_join
-        self.qkeys = [t.keys if self_join else
-                      ((query >> np.uint64(t.shift)) & np.uint64((1 << t.width) - 1)).astype(np.intp)
-                      for t in tables]
+        self.tables: list[_Table | None] = [None] * len(blocks)
+        self.qkeys: list[np.ndarray | None] = [None] * len(blocks)
+        for b, table in enumerate(tables or ()):
+            self.load(b, table)
 
-    def tasks(self) -> list[tuple]:
+    def load(self, b: int, table: _Table) -> None:
+        """Make block ``b``'s table available to its tasks."""
+        self.tables[b] = table
+        self.qkeys[b] = (table.keys if self.self_join else
+                         ((self.query >> np.uint64(table.shift)) & np.uint64((1 << table.width) - 1)
+                          ).astype(np.uint32))
+
+    def unload(self, b: int) -> None:
+        self.tables[b] = self.qkeys[b] = None
+
+    def tasks(self, blocks: list[int] | None = None) -> list[tuple]:
+        """The tasks of ``blocks`` (default: every block), largest first."""
         out = []
-        for b, (table, s) in enumerate(zip(self.tables, self.radii)):
-            if s < 0:
+        for b, ((_, width), s) in enumerate(zip(self.blocks, self.radii)):
+            if s < 0 or (blocks is not None and b not in blocks):
                 continue
             if self.self_join:
                 out.append((b, "bucket", None))
                 if s:
-                    out += [(b, top, masks) for top, masks in _masks_by_top_bit(table.width, s)]
+                    out += [(b, top, masks) for top, masks in _masks_by_top_bit(width, s)]
             else:
                 masks = [np.array([0], dtype=np.intp)]
                 if s:
-                    masks += [m for _, m in _masks_by_top_bit(table.width, s)]
+                    masks += [m for _, m in _masks_by_top_bit(width, s)]
                 out.append((b, None, np.concatenate(masks)))
         # largest first, so two threads finish together
         return sorted(out, key=lambda t: -(len(t[2]) if t[2] is not None else 1))
@@ -355,9 +376,9 @@ class _Search:
         i, j, xor, d = i[keep], table.order[pos[keep]], xor[keep], d[keep]
         if block:
             first = np.ones(len(i), dtype=bool)
-            for earlier, s in zip(self.tables[:block], self.radii[:block]):
+            for (shift, width), s in zip(self.blocks[:block], self.radii[:block]):
                 if s >= 0:
-                    first &= earlier.block_distance(xor) > s
+                    first &= _block_distance(xor, shift, width) > s
             i, j, d = i[first], j[first], d[first]
         return i, j, d
 
@@ -367,12 +388,10 @@ class _Search:
         table, qkeys = self.tables[b], self.qkeys[b]
         if top == "bucket":  # mask 0 within one set: pairs inside a bucket, each once
             order = table.order
-            span = table.span[qkeys[order]]
-            ends = (span & ((1 << _SPAN_SHIFT) - 1)) + (span >> _SPAN_SHIFT)
-            del span
-            for lo in range(0, len(order), _CHUNK):
-                pos = np.arange(lo, min(lo + _CHUNK, len(order)), dtype=np.intp)
-                c = ends[lo:lo + _CHUNK] - pos - 1
+            ends = np.take(table.starts, qkeys[order] + np.uint32(1))
+            for lo in range(0, len(order), _LOOKUP_CHUNK):
+                pos = np.arange(lo, min(lo + _LOOKUP_CHUNK, len(order)), dtype=np.intp)
+                c = ends[lo:lo + _LOOKUP_CHUNK] - pos - 1
                 rows = pos[c > 0]
                 c = c[c > 0]
                 for r0, r1, cc, partners in _capped_expand(rows + 1, c):
@@ -393,9 +412,9 @@ class _Search:
             hit = np.flatnonzero(np.take(table.occupied, keys))
             if not len(hit):
                 continue
-            span = np.take(table.span, keys[hit])
+            start, count = table.buckets(keys[hit])
             rows = qi[hit // n_masks]
-            for r0, r1, c, pos in _capped_expand(span & ((1 << _SPAN_SHIFT) - 1), span >> _SPAN_SHIFT):
+            for r0, r1, c, pos in _capped_expand(start, count):
                 rr = np.repeat(rows[r0:r1], c)
                 found = self.verify(rr, pos, b, self.query[rr])
                 if found is not None:
@@ -484,16 +503,24 @@ def _search_chunks(query: np.ndarray, db: np.ndarray, radius: int, self_join: bo
         blocks, radii = plan
     if isinstance(radii, int):  # one radius for every block
         radii = [radii] * len(blocks)
-    if tables is None:
-        tables = [_Table(db, shift, width) for shift, width in blocks]
-    search = _Search(query, radius, radii, tables, self_join)
-    tasks = search.tasks()
-    n_pairs = 0
-    for i, j, d in _run_tasks(search, tasks, n_jobs):
-        n_pairs += len(i)
-        yield i.astype(idx, copy=False), j.astype(idx, copy=False), d.astype(np.uint8, copy=False)
-    logger.debug("multi-index search: %d blocks, radii %s, %d tasks, %d pairs", len(tables), radii,
-                 len(tasks), n_pairs)
+    search = _Search(query, radius, radii, blocks, self_join, tables)
+    if tables is not None:  # given (a fitted HashIndex): every block at once
+        rounds = [list(range(len(blocks)))]
+    else:  # built here: one block's table at a time (a pair is kept from its first block, whatever the order)
+        rounds = [[b] for b, s in enumerate(radii) if s >= 0]
+    n_pairs = n_tasks = 0
+    for round_ in rounds:
+        if tables is None:
+            search.load(round_[0], _Table(db, *blocks[round_[0]]))
+        tasks = search.tasks(round_)
+        n_tasks += len(tasks)
+        for i, j, d in _run_tasks(search, tasks, n_jobs):
+            n_pairs += len(i)
+            yield i.astype(idx, copy=False), j.astype(idx, copy=False), d.astype(np.uint8, copy=False)
+        if tables is None:
+            search.unload(round_[0])
+    logger.debug("multi-index search: %d blocks, radii %s, %d tasks, %d pairs", len(blocks), radii,
+                 n_tasks, n_pairs)
 
 
 def _search_tables(query: np.ndarray, db: np.ndarray, radius: int, blocks: list[tuple[int, int]], radii,
@@ -967,12 +994,11 @@ class HashIndex:
         return len(getattr(self, "hashes_", ()))
 
 
-def thumbnail(image: np.ndarray) -> np.ndarray:
-    """Zero-mean, unit-norm 32x32 grayscale thumbnail, shape (1024,), float32.
+def thumbnail_pixels(image: np.ndarray) -> np.ndarray:
+    """The 32x32 grayscale copy of an image that :func:`thumbnail` normalizes: uint8, shape (1024,).
 
-    The dot product of two thumbnails is the Pearson correlation of the images
-    at 32x32, which ignores brightness and contrast changes. A flat image (no
-    structure) gives an all-zero thumbnail.
+    A quarter of the float thumbnail's size; :func:`confirmed_duplicate_groups`
+    takes either (it normalizes uint8 rows itself, as :func:`thumbnail` does).
     """
     from PIL import Image
 
@@ -982,21 +1008,144 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
     im = Image.fromarray(np.clip(array, 0, 255).astype(np.uint8))
     if im.size != (32, 32):
         im = im.resize((32, 32), Image.BILINEAR)
-    t = np.asarray(im, dtype=np.float32).ravel()
-    t = t - t.mean()
-    norm = float(np.linalg.norm(t))
-    return t / norm if norm > 1e-3 else np.zeros_like(t)
+    return np.asarray(im, dtype=np.uint8).ravel()
+
+
+def _unit_rows(rows: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-norm float32 copies of uint8 pixel rows (a flat row: all zero); float rows as given."""
+    if rows.dtype != np.uint8:
+        return np.asarray(rows, dtype=np.float32)
+    t = rows.astype(np.float32)
+    t -= t.mean(axis=1, keepdims=True)
+    norm = np.sqrt(np.einsum("ij,ij->i", t, t))
+    flat = norm <= 1e-3
+    t /= np.where(flat, np.float32(1), norm)[:, None]
+    t[flat] = 0.0
+    return t
+
+
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-norm 32x32 grayscale thumbnail, shape (1024,), float32.
+
+    The dot product of two thumbnails is the Pearson correlation of the images
+    at 32x32, which ignores brightness and contrast changes. A flat image (no
+    structure) gives an all-zero thumbnail. :func:`thumbnail_pixels` gives the
+    same thumbnail before normalization, as uint8.
+    """
+    return _unit_rows(thumbnail_pixels(image)[None])[0]
+
+
+class _ThumbnailRows:
+    """The thumbnails of ``nodes``, in that order, each asked for once and read back by row range.
+
+    ``thumbnails`` is called on at most :data:`_MAX_THUMBNAILS` nodes at a
+    time (sorted, distinct). When all the rows fit in that cap they stay in
+    memory; otherwise they go to an unnamed temporary file in ``workdir`` as
+    they come (1 KiB a row for uint8 pixels) and only the ranges being compared
+    are in memory.
+    """
+
+    def __init__(self, nodes: np.ndarray, thumbnails: Callable[[np.ndarray], np.ndarray],
+                 workdir: str | os.PathLike | None) -> None:
+        import tempfile
+
+        self.memory: np.ndarray | None = None
+        self.file = None
+        self.dtype = self.width = None
+        try:
+            for lo in range(0, len(nodes), _MAX_THUMBNAILS):
+                chunk = nodes[lo:lo + _MAX_THUMBNAILS]
+                sort = np.argsort(chunk, kind="stable")
+                got = np.asarray(thumbnails(chunk[sort]))
+                if got.ndim != 2 or len(got) != len(chunk):
+                    raise ValueError(f"thumbnails(indices) must return an array of shape (len(indices), D); "
+                                     f"got shape {got.shape} for {len(chunk)} indices")
+                if self.dtype is None:
+                    self.dtype = np.dtype(np.uint8) if got.dtype == np.uint8 else np.dtype(np.float32)
+                    self.width = got.shape[1]
+                elif got.shape[1] != self.width:
+                    raise ValueError(f"thumbnails(indices) returned rows of {got.shape[1]} values, "
+                                     f"then {self.width}; every row must have the same length")
+                rows = np.empty((len(chunk), self.width), dtype=self.dtype)
+                rows[sort] = got
+                del got
+                if len(nodes) <= _MAX_THUMBNAILS:
+                    self.memory = rows
+                    break
+                if self.file is None:
+                    self.file = tempfile.TemporaryFile(prefix="datakit-thumbnails-", dir=workdir)
+                self.file.write(rows.tobytes())
+            if self.file is not None:
+                self.file.flush()
+        except BaseException:
+            self.close()
+            raise
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Rows ``lo:hi`` (positions in ``nodes``)."""
+        if self.memory is not None:
+            return self.memory[lo:hi]
+        out = np.empty((hi - lo, self.width), dtype=self.dtype)
+        self.file.seek(lo * out.itemsize * self.width)
+        got = self.file.readinto(memoryview(out).cast("B"))
+        if got != out.nbytes:
+            raise OSError(f"short read from the thumbnail file: {got} of {out.nbytes} bytes")
+        return out
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _similar(table_a: np.ndarray, a: np.ndarray, table_b: np.ndarray, b: np.ndarray,
+             min_similarity: float) -> np.ndarray:
+    """Which pairs ``(table_a[a[k]], table_b[b[k]])`` the thumbnails confirm (bool, shape (K,))."""
+    keep = np.zeros(len(a), dtype=bool)
+    for lo in range(0, len(a), _PAIR_CHUNK):  # two gathered float32 thumbnails: 8 KiB a pair
+        x = _unit_rows(table_a[a[lo:lo + _PAIR_CHUNK]])
+        y = _unit_rows(table_b[b[lo:lo + _PAIR_CHUNK]])
+        sim = np.einsum("ij,ij->i", x, y)
+        flat = ~x.any(1) & ~y.any(1)  # two flat images: duplicates when their hashes agree
+        keep[lo:lo + len(x)] = (sim >= min_similarity) | flat
+    return keep
+
+
+def _component_ranges(starts: np.ndarray, ends: np.ndarray, cap: int) -> Iterator[tuple[int, int]]:
+    """Consecutive whole components packed into ranges of at most ``cap`` rows (a larger one alone)."""
+    lo = None
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        if lo is not None and e - lo > cap:
+            yield lo, s
+            lo = None
+        if e - s > cap:
+            yield s, e
+        elif lo is None:
+            lo = s
+    if lo is not None:
+        yield lo, int(ends[-1])
 
 
 def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails: Callable[[np.ndarray], np.ndarray],
-                               *, min_similarity: float = 0.98, n_jobs: int | None = None) -> np.ndarray:
+                               *, min_similarity: float = 0.98, n_jobs: int | None = None,
+                               workdir: str | os.PathLike | None = None) -> np.ndarray:
     """Connected components of the near-duplicate graph, each edge confirmed by pixels.
 
     A perceptual hash alone is a weak witness on small images: on 28x28
-    digits many different handwritten "1"s share a hash. Candidate pairs come
-    from :func:`near_duplicate_pairs`; a pair is an edge only when the images'
-    thumbnails (see :func:`thumbnail`) correlate at ``min_similarity`` or more.
-    Equal hashes are candidates like any other pair.
+    digits many different handwritten "1"s share a hash. Candidate pairs are
+    the pairs within ``max_distance`` bits (as in :func:`near_duplicate_pairs`);
+    a pair is an edge only when the images' thumbnails correlate at
+    ``min_similarity`` or more. Equal hashes are candidates like any other pair.
+
+    Memory does not grow with the number of candidate pairs: no pair list is
+    kept. The candidate graph's components are found first (over distinct hash
+    values); then each batch of whole components (at most ``_MAX_THUMBNAILS``
+    images, 16,384) is searched again and its pairs are checked as they come,
+    with only that batch's thumbnails in memory. A component larger than a
+    batch is checked block against block. The thumbnails of the images that
+    have any candidate partner are asked for once each; when they do not fit
+    in one batch they wait in a temporary file (1 KiB an image for uint8
+    pixels) in ``workdir``.
 
     Parameters
     ----------
@@ -1005,16 +1154,18 @@ def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails
         Hash radius of the candidate search (0..32).
     thumbnails : callable
         ``thumbnails(indices) -> ndarray (len(indices), 1024)`` of the images
-        at those indices (only the images in candidate pairs are asked for,
-        ``indices`` sorted and distinct). With at most ``_MAX_THUMBNAILS``
-        (32,768) such images it is called once; beyond that it is called once
-        per batch of whole candidate components, so each image is asked for
-        once (a single component larger than a batch is checked in blocks,
-        and its images are asked for once per block pair).
+        at those indices: uint8 pixels from :func:`thumbnail_pixels` (preferred:
+        a quarter of the size) or float rows from :func:`thumbnail`. Called
+        with at most ``_MAX_THUMBNAILS`` indices at a time, sorted and
+        distinct, and only for images that have a candidate partner; every
+        index is asked for once.
     min_similarity : float, default 0.98
         Smallest thumbnail correlation that confirms a pair.
     n_jobs : int, optional
         Threads for the hash search.
+    workdir : path, optional
+        Where the temporary thumbnail file goes (default: the system's
+        temporary directory).
 
     Returns
     -------
@@ -1025,7 +1176,7 @@ def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails
     --------
     >>> x = np.zeros((3, 28, 28), np.uint8); x[:, 4:24, 12:16] = 255; x[2, 4:24, 4:8] = 255
     >>> h = np.array([7, 7, 7], dtype=np.uint64)   # equal hashes, but image 2 differs
-    >>> confirmed_duplicate_groups(h, 0, lambda idx: np.stack([thumbnail(x[i]) for i in idx]))
+    >>> confirmed_duplicate_groups(h, 0, lambda idx: np.stack([thumbnail_pixels(x[i]) for i in idx]))
     array([0, 0, 2])
     """
     hashes = _check_hashes(hashes, "hashes")
@@ -1034,91 +1185,59 @@ def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails
         return np.zeros(0, dtype=np.int64)
     radius = _check_distance(max_distance)
     jobs = _check_jobs(n_jobs)
-    # 1. candidate pairs, streamed into compact int32 lists and the candidate graph's components
-    candidates = _Components(n)
-    left, right = [], []
-    for i, j, _ in _pair_chunks(hashes, None, radius, jobs):
-        left.append(i)
-        right.append(j)
+    # 1. components of the candidate graph, over distinct hash values (equal hashes: one node, no pairs)
+    unique, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    inverse = inverse.ravel().astype(_index_dtype(len(unique)))
+    linked = counts > 1
+    del counts
+    candidates = _Components(len(unique))
+    for i, j, _ in _search_chunks(unique, unique, radius, self_join=True, n_jobs=jobs):
         candidates.add(i, j)
+        linked[i] = True
+        linked[j] = True
+    del unique
+    nodes = np.flatnonzero(linked[inverse])  # images with a candidate partner, grouped by component below
+    node_comp = candidates.labels()[inverse[nodes]]
+    del candidates, inverse, linked
+    order = np.argsort(node_comp, kind="stable")
+    nodes, node_comp = nodes[order], node_comp[order]
+    del order
+    if not len(nodes):
+        return np.arange(n, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, node_comp[1:] != node_comp[:-1]])
+    ends = np.r_[starts[1:], len(nodes)]
+    del node_comp
+    # 2. each batch of whole components searched again, its pairs checked as they come
     confirmed = _Components(n)
-    if left:
-        left = np.concatenate(left)  # one at a time: the chunk lists are freed in between
-        right = np.concatenate(right)
-        # 2. batches of whole candidate components, at most _MAX_THUMBNAILS images each, so every image's
-        #    thumbnail is computed once and at most one batch of thumbnails is held
-        comp = candidates.labels()
-        nodes = np.zeros(n, dtype=bool)
-        nodes[left] = True
-        nodes[right] = True
-        size = np.bincount(comp[nodes], minlength=n)
-        batch_of = np.zeros(n, dtype=np.int32)
-        filled, batch = 0, 0
-        if int(size.sum()) > _MAX_THUMBNAILS:
-            members = np.flatnonzero(size)
-            for c, k in zip(members.tolist(), size[members].tolist()):
-                if filled and filled + k > _MAX_THUMBNAILS:
-                    batch, filled = batch + 1, 0
-                batch_of[c] = batch
-                filled += k
-        del size, nodes
-        if batch:
-            pair_batch = batch_of[comp[left]]
-            # many batches: one sort; few: a scan per batch (no int64 permutation of all pairs)
-            if batch >= _SORT_BATCHES:
-                bounds = np.zeros(batch + 2, dtype=np.int64)
-                np.cumsum(np.bincount(pair_batch, minlength=batch + 1), out=bounds[1:])
-                order = np.argsort(pair_batch, kind="stable")
-                del pair_batch
-        for b in range(batch + 1):
-            if batch:
-                sel = order[bounds[b]:bounds[b + 1]] if batch >= _SORT_BATCHES else np.flatnonzero(pair_batch == b)
-                a_idx, b_idx = left[sel], right[sel]
-            else:
-                a_idx, b_idx = left, right
-            keep = _confirm(a_idx, b_idx, thumbnails, min_similarity)
-            confirmed.add(a_idx[keep], b_idx[keep])
-    return _group_ids(n, confirmed.labels().astype(np.int64))
 
+    def check(idx_a, table_a, idx_b, table_b, chunks) -> None:
+        for a, b, _ in chunks:
+            keep = _similar(table_a, a, table_b, b, min_similarity)
+            confirmed.add(idx_a[a[keep]], idx_b[b[keep]])
 
-def _confirm(left: np.ndarray, right: np.ndarray, thumbnails: Callable[[np.ndarray], np.ndarray],
-             min_similarity: float) -> np.ndarray:
-    """Which candidate pairs the thumbnails confirm (bool, shape (K,)).
-
-    All thumbnails of the pairs' images are asked for at once when there are at
-    most :data:`_MAX_THUMBNAILS` of them; a bigger set (one huge component) is
-    cut into node blocks and each block pair is checked with only two blocks of
-    thumbnails in memory (those are then asked for more than once).
-    """
-    nodes = np.unique(np.concatenate([left, right]))
-    keep = np.zeros(len(left), dtype=bool)
-    half = max(1, _MAX_THUMBNAILS // 2)
-    n_blocks = -(-len(nodes) // half) if len(nodes) > _MAX_THUMBNAILS else 1
-    if n_blocks == 1:
-        blocks = [nodes]
-    else:
-        logger.info("one near-duplicate component holds %d images; checking its %d candidate pairs in %d blocks",
-                    len(nodes), len(left), n_blocks)
-        blocks = [nodes[k * half:(k + 1) * half] for k in range(n_blocks)]
-    width = half if n_blocks > 1 else max(1, len(nodes))
-    block_l = (np.searchsorted(nodes, left) // width).astype(np.int32)  # held for every pair: keep it small
-    block_r = (np.searchsorted(nodes, right) // width).astype(np.int32)
-    for p in range(n_blocks):
-        thumbs_p = np.asarray(thumbnails(blocks[p]), dtype=np.float32)
-        for q in range(p, n_blocks):
-            sel = np.flatnonzero(((block_l == p) & (block_r == q)) | ((block_l == q) & (block_r == p)))
-            if not len(sel):
+    rows = _ThumbnailRows(nodes, thumbnails, workdir)
+    try:
+        for lo, hi in _component_ranges(starts, ends, _MAX_THUMBNAILS):
+            if hi - lo <= _MAX_THUMBNAILS:
+                idx, table = nodes[lo:hi], rows.read(lo, hi)
+                check(idx, table, idx, table, _pair_chunks(hashes[idx], None, radius, jobs))
                 continue
-            thumbs_q = thumbs_p if q == p else np.asarray(thumbnails(blocks[q]), dtype=np.float32)
-            both = np.concatenate([blocks[p], blocks[q]]) if q != p else blocks[p]
-            table = thumbs_p if q == p else np.concatenate([thumbs_p, thumbs_q])
-            slot_order = np.argsort(both, kind="stable")
-            for lo in range(0, len(sel), _PAIR_CHUNK):  # two gathered thumbnails: 8 KiB a pair
-                s = sel[lo:lo + _PAIR_CHUNK]
-                a = table[slot_order[np.searchsorted(both[slot_order], left[s])]]
-                b = table[slot_order[np.searchsorted(both[slot_order], right[s])]]
-                sim = np.einsum("ij,ij->i", a, b)
-                flat = ~a.any(1) & ~b.any(1)  # two flat images: duplicates when hashes agree
-                keep[s] = (sim >= min_similarity) | flat
-            del thumbs_q, table
-    return keep
+            half = max(1, _MAX_THUMBNAILS // 2)  # one huge component: two blocks of it at a time
+            logger.info("one near-duplicate component holds %d images; checking it in blocks of %d",
+                        hi - lo, half)
+            bounds = list(range(lo, hi, half)) + [hi]
+            for p in range(len(bounds) - 1):
+                idx_p, table_p = nodes[bounds[p]:bounds[p + 1]], rows.read(bounds[p], bounds[p + 1])
+                check(idx_p, table_p, idx_p, table_p, _pair_chunks(hashes[idx_p], None, radius, jobs))
+                for q in range(p + 1, len(bounds) - 1):
+                    idx_q = nodes[bounds[q]:bounds[q + 1]]
+                    chunks = _pair_chunks(hashes[idx_p], hashes[idx_q], radius, jobs)
+                    first = next(chunks, None)
+                    if first is None:  # no candidate pair between these blocks: their pixels are not read
+                        continue
+                    table_q = rows.read(bounds[q], bounds[q + 1])
+                    check(idx_p, table_p, idx_q, table_q, itertools.chain([first], chunks))
+                    del table_q
+    finally:
+        rows.close()
+    return _group_ids(n, confirmed.labels().astype(np.int64))

@@ -192,17 +192,27 @@ def assign_split_codes(label_codes: np.ndarray, label_keys: Sequence[str], group
     names : list of str
         ``SPLIT_ORDER`` followed by the fixed split names not in it.
     """
-    label_codes = np.asarray(label_codes, dtype=np.int64)
-    groups = np.asarray(groups, dtype=np.int64)
+    groups = np.asarray(groups)
     n = len(groups)
+    index = np.int32 if n < 2**31 else np.int64  # per-image arrays are kept narrow: a 1M build runs this
+    label_codes = np.asarray(label_codes).astype(index, copy=False)
     names = list(SPLIT_ORDER) + [str(f) for f in dict.fromkeys(str(x) for x in fixed_names) if f not in SPLIT_ORDER]
     out = np.full(n, -1, dtype=np.int64)
     if n == 0:
         return out, names
-    _, ginv = np.unique(groups, return_inverse=True)  # compact group index, in group id order
-    ginv = ginv.reshape(-1).astype(np.int64)
+    # compact group index, in group id order
+    if groups.min() >= 0 and groups.max() < 2 * n:  # group ids are row numbers: rank them with a bitmap
+        present = np.zeros(int(groups.max()) + 1, dtype=bool)
+        present[groups] = True
+        rank = np.cumsum(present, dtype=index)
+        del present
+        ginv = rank[groups] - 1
+        del rank
+    else:
+        _, ginv = np.unique(groups, return_inverse=True)
+        ginv = ginv.reshape(-1).astype(index)
     n_groups = int(ginv.max()) + 1
-    is_fixed = np.zeros(n, dtype=bool)
+    is_fixed = None
     if fixed_codes is not None:
         fixed_codes = np.asarray(fixed_codes, dtype=np.int64)
         rows = np.flatnonzero(fixed_codes >= 0)
@@ -216,30 +226,39 @@ def assign_split_codes(label_codes: np.ndarray, label_keys: Sequence[str], group
             row_fixed = group_fixed[ginv]
             is_fixed = row_fixed >= 0
             out[is_fixed] = row_fixed[is_fixed]
-    free_rows = np.flatnonzero(~is_fixed)
-    if not len(free_rows):
-        return out, names
-    fg = ginv[free_rows]
-    fl = label_codes[free_rows]
+            del row_fixed, group_fixed
+    if is_fixed is None:  # every image is free: no copies
+        free_rows, fg, fl = None, ginv, label_codes
+    else:
+        free_rows = np.flatnonzero(~is_fixed)
+        if not len(free_rows):
+            return out, names
+        fg, fl = ginv[free_rows], label_codes[free_rows]
     sizes = np.bincount(fg, minlength=n_groups)
+    free_groups = np.flatnonzero(sizes).astype(index)  # ascending group ids
     # one stratum per group: the group's most common label (first on ties, as pandas value_counts orders them)
-    order = np.lexsort((fl, fg))
-    sg = fg[order]
-    starts = np.flatnonzero(np.r_[True, sg[1:] != sg[:-1]])
-    ends = np.r_[starts[1:], len(sg)] - 1
-    free_groups = sg[starts]
-    gmin = fl[order][starts]
-    gmax = fl[order][ends]
-    glabel = np.full(n_groups, -1, dtype=np.int64)
-    glabel[free_groups] = gmin
-    key_index = {str(k): i for i, k in enumerate(label_keys)}
-    for s, e, g in zip(starts[gmin != gmax], ends[gmin != gmax], free_groups[gmin != gmax]):
-        member = np.sort(order[s:e + 1])  # the group's rows in row order
-        keys = pd.Series([str(label_keys[c]) for c in fl[member]], dtype=object)
-        glabel[g] = key_index[keys.value_counts(sort=True).index[0]]
-    gsplit = np.full(n_groups, -1, dtype=np.int64)
+    gmin = np.full(n_groups, np.iinfo(index).max, dtype=index)
+    gmax = np.full(n_groups, np.iinfo(index).min, dtype=index)
+    np.minimum.at(gmin, fg, fl)
+    np.maximum.at(gmax, fg, fl)
+    glabel = np.full(n_groups, -1, dtype=index)
+    glabel[free_groups] = gmin[free_groups]
+    mixed = (gmin != gmax) & (sizes > 0)
+    del gmin, gmax
+    if mixed.any():
+        rows_m = np.flatnonzero(mixed[fg])  # rows of mixed groups, in row order
+        rows_m = rows_m[np.argsort(fg[rows_m], kind="stable")]  # ... grouped, each group's rows in row order
+        gm = fg[rows_m]
+        cut = np.flatnonzero(np.r_[True, gm[1:] != gm[:-1], True])
+        key_index = {str(k): i for i, k in enumerate(label_keys)}
+        for s, e in zip(cut[:-1], cut[1:]):
+            member = rows_m[s:e]
+            keys = pd.Series([str(label_keys[c]) for c in fl[member]], dtype=object)
+            glabel[gm[s]] = key_index[keys.value_counts(sort=True).index[0]]
+    del mixed
+    gsplit = np.full(n_groups, -1, dtype=np.int64 if len(names) > 127 else np.int8)
     stratum = glabel[free_groups]
-    by_stratum = np.argsort(stratum, kind="stable")
+    by_stratum = np.argsort(stratum, kind="stable").astype(index)
     bounds = np.flatnonzero(np.r_[True, stratum[by_stratum][1:] != stratum[by_stratum][:-1], True])
     segments = {int(stratum[by_stratum[bounds[i]]]): free_groups[by_stratum[bounds[i]:bounds[i + 1]]]
                 for i in range(len(bounds) - 1)}
@@ -257,7 +276,10 @@ def assign_split_codes(label_codes: np.ndarray, label_keys: Sequence[str], group
             gsplit[walk] = res
             if have0 < per_class:
                 logger.warning("class %r has only %d training images (per_class = %d)", key, have0, per_class)
-    out[free_rows] = gsplit[fg]
+    if free_rows is None:
+        out[:] = gsplit[fg]
+    else:
+        out[free_rows] = gsplit[fg]
     return out, names
 
 

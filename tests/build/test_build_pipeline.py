@@ -140,6 +140,45 @@ def test_builds_are_deterministic(digits_build, tmp_path):
     pd.testing.assert_frame_equal(datakit.open_dataset(out).manifest, datakit.open_dataset(other.out).manifest)
 
 
+def test_staged_thumbnails_or_stored_images_give_the_same_groups(digits_build, tmp_path, monkeypatch, caplog):
+    """The pixel check reads the thumbnails the workers staged beside each chunk; a chunk staged without
+    them (an older datakit, or a lost file) has its stored images read instead, with the same result."""
+    import datakit.build as build_mod
+    from datakit.dedup import thumbnail_pixels
+
+    recipe, out, _ = digits_build
+    real_finalize = build_mod._finalize_streaming
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(build_mod, "_finalize_streaming", stop)
+    with pytest.raises(Stop):
+        build_dataset(recipe, tmp_path / "again", workers=0, chunk_size=400)
+    chunks = sorted((tmp_path / "again" / build_mod.STAGING_DIR).rglob("chunk-*.parquet"))
+    thumbs = sorted((tmp_path / "again" / build_mod.STAGING_DIR).rglob("chunk-*.thumbs"))
+    assert len(chunks) == 5 and [t.stem for t in thumbs] == [c.stem for c in chunks]
+    first = pd.read_parquet(chunks[0])
+    ok = first[first["ok"]]
+    staged = np.frombuffer(thumbs[0].read_bytes(), np.uint8).reshape(-1, 1024)
+    assert len(staged) == len(ok)
+    stored = np.stack([thumbnail_pixels(np.asarray(Image.open(tmp_path / "again" / p))) for p in ok["path"][:50]])
+    np.testing.assert_array_equal(staged[:50], stored)  # the staged thumbnail is the stored image's
+    for t in thumbs[::2]:
+        t.unlink()
+    thumbs[1].write_bytes(b"truncated")
+    monkeypatch.setattr(build_mod, "_finalize_streaming", real_finalize)
+    with caplog.at_level("DEBUG", logger="datakit.build"):
+        build_dataset(recipe, tmp_path / "again", workers=0, chunk_size=400)
+    fallbacks = [r.getMessage() for r in caplog.records if "no usable staged thumbnails" in r.getMessage()]
+    assert any("does not match" in m for m in fallbacks) and any("No such file" in m for m in fallbacks)
+    pd.testing.assert_frame_equal(datakit.open_dataset(out).manifest,
+                                  datakit.open_dataset(tmp_path / "again").manifest)
+
+
 def _png(path, array):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path)

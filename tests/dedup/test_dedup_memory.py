@@ -132,38 +132,85 @@ def confirmed_reference(h: np.ndarray, r: int, thumbs: np.ndarray, min_similarit
     return brute_groups(len(h), pairs[keep])
 
 
-@pytest.mark.parametrize("caps,sort_batches", [(False, 64), (True, 1), (True, 10**6)])
-def test_confirmed_groups_match_reference_in_batches_and_blocks(monkeypatch, caps, sort_batches):
-    monkeypatch.setattr(dedup, "_SORT_BATCHES", sort_batches)  # pairs sorted by batch, or scanned per batch
+@pytest.mark.parametrize("caps", [False, True])
+@pytest.mark.parametrize("pixels", [False, True])
+def test_confirmed_groups_match_reference_in_batches_and_blocks(monkeypatch, caps, pixels):
     if caps:
         monkeypatch.setattr(dedup, "_MAX_CANDIDATES", 97)
         monkeypatch.setattr(dedup, "_MAX_EDGES", 50)
-        monkeypatch.setattr(dedup, "_MAX_THUMBNAILS", 16)  # components of 20+ images are cut into blocks
+        monkeypatch.setattr(dedup, "_MAX_THUMBNAILS", 16)  # components of 17+ images are cut into blocks
+        monkeypatch.setattr(dedup, "_PAIR_CHUNK", 7)
     rng = np.random.default_rng(3)
     h = clustered(600, 25, seed=3)
-    # image "content": one random direction per hash family, so thumbnails of near hashes mostly agree,
-    # and every fifth image gets its own direction (an unconfirmed hash neighbour)
-    family = rng.normal(size=(64, 1024)).astype(np.float32)
-    thumbs = family[(h % np.uint64(64)).astype(np.int64)]
-    thumbs[::5] = rng.normal(size=(len(thumbs[::5]), 1024))
-    thumbs[3] = 0.0  # flat images: confirmed by agreeing hashes alone
-    thumbs /= np.maximum(np.linalg.norm(thumbs, axis=1, keepdims=True), 1e-9)
+    # image "content": one random image per hash family, so thumbnails of near hashes mostly agree,
+    # and every fifth image is its own (an unconfirmed hash neighbour)
+    family = rng.integers(0, 256, size=(64, 1024)).astype(np.uint8)
+    pix = family[(h % np.uint64(64)).astype(np.int64)]
+    pix[::5] = rng.integers(0, 256, size=(len(pix[::5]), 1024))
+    pix[3] = 77  # flat images: confirmed by agreeing hashes alone
+    thumbs = dedup._unit_rows(pix)
     calls = []
 
     def thumbnails(idx):
-        calls.append(len(idx))
-        assert idx.ndim == 1 and len(np.unique(idx)) == len(idx)
-        return thumbs[idx]
+        calls.append(idx.copy())
+        assert idx.ndim == 1 and (np.diff(idx) > 0).all()  # sorted, distinct
+        return pix[idx] if pixels else thumbs[idx]
 
     want = confirmed_reference(h, 4, thumbs, 0.98)
     got = confirmed_duplicate_groups(h, 4, thumbnails)
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(want)) < len(h) - 50  # real groups were found
     assert (want != brute_groups(len(h), brute(h, 4)[0])).any()  # and pixels rejected some hash pairs
+    asked = np.concatenate(calls)
+    assert len(np.unique(asked)) == len(asked)  # every image's thumbnail is asked for once
+    partners = np.unique(brute(h, 4)[0])
+    np.testing.assert_array_equal(np.sort(asked), partners)  # exactly the images with a candidate partner
     if caps:
-        assert len(calls) > 1 and max(calls) <= 16
+        assert len(calls) > 1 and max(len(c) for c in calls) <= 16
+        assert np.bincount(want).max() > 16  # a group bigger than a batch: checked block against block
     else:
         assert len(calls) == 1
+
+
+def test_thumbnail_is_the_normalized_thumbnail_pixels():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(28, 28, 3)).astype(np.uint8)
+    pix = dedup.thumbnail_pixels(image)
+    assert pix.dtype == np.uint8 and pix.shape == (1024,)
+    t = dedup.thumbnail(image)
+    assert t.dtype == np.float32 and abs(float(t @ t) - 1) < 1e-5 and abs(float(t.mean())) < 1e-6
+    ref = pix.astype(np.float64) - pix.mean()
+    np.testing.assert_allclose(t, ref / np.linalg.norm(ref), atol=1e-6)
+    assert not dedup.thumbnail(np.full((28, 28), 9, np.uint8)).any()  # flat: all zero
+
+
+def test_confirmed_groups_never_hold_the_candidate_pairs(monkeypatch):
+    """2,000 equal hashes make 1,999,000 candidate pairs (16 MB as int32 pairs); they are checked as the
+    search streams them, so the traced peak stays a fraction of that (with the caps shrunk to match)."""
+    import tracemalloc
+
+    monkeypatch.setattr(dedup, "_MAX_CANDIDATES", 4096)
+    monkeypatch.setattr(dedup, "_MAX_EDGES", 4096)
+    monkeypatch.setattr(dedup, "_PAIR_CHUNK", 256)
+    h = np.zeros(2000, dtype=np.uint64)
+    pixels = np.tile(np.arange(16, dtype=np.uint8) * 9, (2000, 1))  # 16-pixel "thumbnails", all alike
+    pixels[7] = pixels[7][::-1]  # one image differs: its pairs are all rejected
+    tracemalloc.start()
+    try:
+        groups = confirmed_duplicate_groups(h, 0, lambda idx: pixels[idx])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    want = np.zeros(2000, dtype=np.int64)
+    want[7] = 7
+    np.testing.assert_array_equal(groups, want)
+    assert peak < 4 * 2**20, f"traced peak {peak / 2**20:.1f} MiB"
+
+
+def test_confirmed_groups_rejects_thumbnails_of_the_wrong_shape():
+    h = np.array([5, 5, 5], dtype=np.uint64)
+    with pytest.raises(ValueError, match="shape"):
+        confirmed_duplicate_groups(h, 0, lambda idx: np.zeros((len(idx) - 1, 1024), np.uint8))
 
 
 def test_heavy_buckets_are_split_by_the_cap(small_caps, monkeypatch):
