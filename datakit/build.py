@@ -851,6 +851,7 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
     """
 
     recipe = plan.recipe
+    _release_memory()  # what the per-image pass freed
     chunks = _Chunks()
     label_vocab: dict[str, int] = {}
     fixed_vocab: dict[str, int] = {}
