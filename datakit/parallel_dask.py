@@ -4,10 +4,12 @@
 the same contract as the local backends: results in input order, at most
 ``in_flight`` batches submitted at once (bounded memory however long the
 input), an exception for one item captured as that item's
-:class:`~datakit.parallel.ItemResult`, and a batch whose worker died
-rescheduled on another worker (Dask recomputes it; ``retries`` re-runs a batch
-that raised). A batch that still cannot run (every retry failed, or the
-scheduler gave up after repeated worker deaths) becomes one error result per
+:class:`~datakit.parallel.ItemResult`, and a batch whose worker died sent
+again to another worker. Each batch is scattered to a worker and its task
+refers to it (data inside tasks stays in the client and scheduler on the
+``distributed`` releases tested here), and the client keeps the batch until
+its results are in, so a batch lost with its worker is sent again (up to
+``retries`` times). A batch that still cannot run becomes one error result per
 item, so the caller always receives exactly one result per input item.
 
 Use it through :func:`datakit.parallel.get_executor`::
@@ -78,10 +80,10 @@ class DaskExecutor(Executor):
         Batches submitted per worker before waiting for the oldest one; bounds
         the memory held by results and inputs on the client.
     retries : int, default 2
-        How often Dask re-runs a batch that raised (a batch-level failure:
-        per-item exceptions are already captured by
-        :func:`~datakit.parallel.run_batch`). A batch lost with a dying worker
-        is rescheduled by the scheduler independently of this number.
+        How often a batch that failed as a whole is run again: by Dask on the
+        same data, and by this executor with its data sent again (a batch
+        whose worker died with its data). Per-item exceptions are captured by
+        :func:`~datakit.parallel.run_batch` and are not retried.
     connect_timeout : float, default 30
         Seconds to wait for the scheduler (``tcp://``) or cluster start.
 
@@ -178,17 +180,47 @@ class DaskExecutor(Executor):
                     f"`dask worker {self.scheduler}`."
                 ) from None
 
-    def _collect(self, future, batch_len: int) -> list[ItemResult]:
-        """The results of one batch; a batch that could not run becomes per-item errors."""
+    def _submit(self, fn: Callable[[Any], Any], batch: list, key: str):
+        """Send ``batch`` to a worker (``scatter``) and run it there; returns (future, data future) or the error.
+
+        The batch travels as scattered data, not inside the task: on the
+        ``distributed`` releases tested here a task's embedded arguments stay in
+        the client and scheduler after the task is released (about 3 KB an
+        image, dask/distributed#8859), while scattered data is freed with its
+        future.
+        """
         try:
-            results = future.result()
-        except Exception as exc:  # the batch itself failed after retries (e.g. KilledWorker)
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:500]
-            logger.warning("a batch of %d items failed on the cluster: %s", batch_len, detail)
-            results = [ItemResult(reason=f"error:{type(exc).__name__}", detail=detail) for _ in range(batch_len)]
-        finally:
-            future.release()
-        return results
+            [data] = self.client.scatter([batch], hash=False)
+        except Exception as exc:  # e.g. an item that cannot be pickled
+            return exc
+        return self.client.submit(run_batch, fn, data, pure=False, retries=self.retries, key=key), data
+
+    def _collect(self, fn: Callable[[Any], Any], batch: list, key: str, sent) -> list[ItemResult]:
+        """The results of one batch, in order.
+
+        A batch that failed as a whole (its worker died with its data, or it
+        could not be sent) is sent again, up to ``retries`` times; one that still
+        fails becomes one error result per item.
+        """
+        for attempt in range(self.retries + 1):
+            if attempt:
+                logger.info("batch %s failed as a whole (%s: %s); sending it again (%d of %d)", key,
+                            type(exc).__name__, str(exc)[:200], attempt, self.retries)
+                sent = self._submit(fn, batch, f"{key}-retry{attempt}")
+            if isinstance(sent, Exception):
+                exc = sent
+                continue
+            future, data = sent
+            try:
+                return future.result()
+            except Exception as err:  # the batch itself failed (e.g. KilledWorker, its data lost with a worker)
+                exc = err
+            finally:
+                future.release()
+                data.release()
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()[:500]
+        logger.warning("a batch of %d items failed on the cluster: %s", len(batch), detail)
+        return [ItemResult(reason=f"error:{type(exc).__name__}", detail=detail) for _ in range(len(batch))]
 
     def map(self, fn: Callable[[Any], Any], items: Iterable, batch_size: int = 256,
             progress: Callable[[int], None] | None = None) -> Iterator[ItemResult]:
@@ -217,19 +249,16 @@ class DaskExecutor(Executor):
         tag = uuid.uuid4().hex[:8]
         pending: deque = deque()
         for i, batch in enumerate(_batched(items, batch_size)):
-            fut = self.client.submit(run_batch, fn, batch, pure=False, retries=self.retries,
-                                     key=f"datakit-batch-{tag}-{i}")
-            pending.append((fut, len(batch)))
+            key = f"datakit-batch-{tag}-{i}"
+            pending.append((batch, key, self._submit(fn, batch, key)))  # the batch is kept until its results are in
             del batch
             while len(pending) >= limit:
-                fut, n = pending.popleft()
-                results = self._collect(fut, n)
+                results = self._collect(fn, *pending.popleft())
                 if progress:
                     progress(len(results))
                 yield from results
         while pending:
-            fut, n = pending.popleft()
-            results = self._collect(fut, n)
+            results = self._collect(fn, *pending.popleft())
             if progress:
                 progress(len(results))
             yield from results
