@@ -29,7 +29,6 @@ uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import datetime as _dt
 import functools
@@ -39,7 +38,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -50,6 +48,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from datakit._memory import release_memory as _release_memory
 from datakit.errors import DatakitError, ImageRejected, RecipeError
 from datakit.recipe import Recipe, SourceSpec, _make_normalizer, load_recipe, resolve_data_root
 from datakit.sources.base import SourceItem
@@ -517,27 +516,6 @@ def _process_source(spec: SourceSpec, source, plan: BuildPlan, staging: _Staging
 
 
 # --------------------------------------------------------------------------- finalize
-
-
-def _release_memory() -> None:
-    """Hand memory freed by the last finalize phase back to the operating system.
-
-    pyarrow keeps freed buffers in its pool and glibc keeps freed heap pages
-    for reuse; neither is in use, but both stay resident, and the next phase's
-    arrays would pile up on top of them (a 1M-image build's peak is judged by
-    this). Harmless where either is not available.
-    """
-    try:
-        import pyarrow as pa
-
-        pa.default_memory_pool().release_unused()
-    except (ImportError, AttributeError):  # pragma: no cover - older pyarrow
-        pass
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-            pass
 
 
 def _class_order(labels: list[str], categories: dict[str, str]) -> list[str]:

@@ -68,6 +68,7 @@ import itertools
 import logging
 import math
 import os
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
@@ -278,8 +279,9 @@ def _expand(starts: np.ndarray, counts: np.ndarray, ends: np.ndarray | None = No
 #: Most candidate pairs (or expanded output pairs) materialised at once per thread; about 40 bytes
 #: each in temporaries, so 2**18 candidates stay under 12 MiB however heavy a bucket is.
 _MAX_CANDIDATES = 1 << 18
-#: Edges buffered before they are merged into the connected components (int32 pairs: 4 MiB).
-_MAX_EDGES = 1 << 19
+#: Edges buffered before they are merged into the connected components (int32 pairs: 1 MiB; a merge works
+#: on these roots only, about 40 bytes an edge).
+_MAX_EDGES = 1 << 17
 #: Most thumbnails held at once by :func:`confirmed_duplicate_groups` (as 32x32 uint8 pixels, 1 KiB each:
 #: 16 MiB; thumbnails given as float32 take 4 KiB each). The rest wait in a temporary file.
 _MAX_THUMBNAILS = 1 << 14
@@ -599,14 +601,15 @@ class _Distinct:
     """Equal hashes collapsed: ``values`` (sorted, distinct) and each value's members as CSR over ``order``."""
 
     def __init__(self, hashes: np.ndarray) -> None:
-        self.order = np.argsort(hashes, kind="stable")  # members of a value: ascending indices
+        index = _index_dtype(len(hashes) + 1)  # int32 below 2**31 items: 12 bytes an item, not 24
+        self.order = np.argsort(hashes, kind="stable").astype(index)  # members of a value: ascending indices
         sorted_ = hashes[self.order]
         new = np.ones(len(hashes), dtype=bool)
         new[1:] = sorted_[1:] != sorted_[:-1]
         self.values = sorted_[new]
         del sorted_
-        self.start = np.flatnonzero(new)
-        self.count = np.diff(np.append(self.start, len(hashes)))
+        self.start = np.flatnonzero(new).astype(index)
+        self.count = np.diff(np.append(self.start, index(len(hashes))))
         self.singletons = bool(len(self.values) == len(hashes))
 
     def first(self, u: np.ndarray) -> np.ndarray:
@@ -617,7 +620,7 @@ class _Distinct:
         if self.singletons:
             return
         ends = np.repeat(self.start + self.count, self.count)
-        pos = np.arange(len(self.order), dtype=np.intp)
+        pos = np.arange(len(self.order), dtype=ends.dtype)
         c = ends - pos - 1
         rows = pos[c > 0]
         c = c[c > 0]
@@ -632,7 +635,7 @@ def _expand_distinct(chunks, left: _Distinct, right: _Distinct):
         if left.singletons and right.singletons:
             yield left.first(u), right.first(v), d
             continue
-        cu, cv = left.count[u], right.count[v]
+        cu, cv = left.count[u].astype(np.int64), right.count[v].astype(np.int64)
         for r0, r1, c, local in _capped_expand(np.zeros(len(u), dtype=np.intp), cu * cv):
             owner = np.repeat(np.arange(r0, r1), c)
             w = cv[owner]
@@ -658,16 +661,34 @@ def _pair_chunks(query: np.ndarray, db: np.ndarray | None, radius: int, n_jobs: 
 
 
 class _Components:
-    """Connected components fed edges chunk by chunk (memory: the labels plus a bounded edge buffer)."""
+    """Connected components fed edges chunk by chunk: a union-find on numpy arrays.
+
+    Memory: one parent index per node (int32 below 2**31 nodes) and a bounded
+    buffer of edges between roots. A merge joins the buffered roots through a
+    graph of just those roots, so its working set follows the buffer, not the
+    number of nodes (a scipy graph over all nodes took about 30 MB at a
+    million nodes, at every merge).
+    """
 
     def __init__(self, n: int) -> None:
         self.n = n
-        self.label = np.arange(n, dtype=_index_dtype(max(n, 1)))
+        self.parent = np.arange(n, dtype=_index_dtype(max(n, 1)))
         self._edges: list[tuple[np.ndarray, np.ndarray]] = []
         self._buffered = 0
 
+    def _find(self, x: np.ndarray) -> np.ndarray:
+        """Roots of nodes ``x``; the paths walked are shortened to point at them."""
+        r = self.parent[x]
+        while True:
+            up = self.parent[r]
+            if (up == r).all():
+                break
+            r = up
+        self.parent[x] = r
+        return r
+
     def add(self, i: np.ndarray, j: np.ndarray) -> None:
-        a, b = self.label[i], self.label[j]
+        a, b = self._find(i), self._find(j)
         keep = a != b
         if keep.any():
             self._edges.append((a[keep], b[keep]))
@@ -684,15 +705,21 @@ class _Components:
         a = np.concatenate([e[0] for e in self._edges])
         b = np.concatenate([e[1] for e in self._edges])
         self._edges, self._buffered = [], 0
-        graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(self.n, self.n))
+        a, b = self._find(a), self._find(b)  # roots now (a merge may have come between)
+        roots, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+        m = len(a)
         del a, b
-        _, component = connected_components(graph, directed=False)
-        self.label = component.astype(self.label.dtype)[self.label]
+        graph = coo_matrix((np.ones(m, dtype=np.int8), (inverse[:m], inverse[m:])), shape=(len(roots),) * 2)
+        del inverse
+        n_comp, comp = connected_components(graph, directed=False)
+        smallest = np.full(n_comp, self.n, dtype=roots.dtype)
+        np.minimum.at(smallest, comp, roots)
+        self.parent[roots] = smallest[comp]  # each component's smallest root stays a root
 
     def labels(self) -> np.ndarray:
-        """Component label of each node, shape (n,)."""
+        """Component label of each node (the index of its component's root), shape (n,)."""
         self._merge()
-        return self.label
+        return self._find(np.arange(self.n))
 
 
 def _check_jobs(n_jobs) -> int:
@@ -1126,6 +1153,73 @@ def _component_ranges(starts: np.ndarray, ends: np.ndarray, cap: int) -> Iterato
         yield lo, int(ends[-1])
 
 
+def _check_huge_component(idx: np.ndarray, offset: int, hashes: np.ndarray, radius: int, jobs: int,
+                          rows: "_ThumbnailRows", confirmed: "_Components", min_similarity: float,
+                          workdir: str | os.PathLike | None) -> None:
+    """Check the candidate pairs of one component too big for one batch of thumbnails.
+
+    The component is cut into blocks of ``_MAX_THUMBNAILS // 2`` images
+    (rows ``offset + ...`` of ``rows``). One search over its hashes streams its
+    pairs into one temporary file per block of the pair's first image; then
+    each block's file is read back in chunks, sorted by the second image's
+    block, and checked with two blocks of thumbnails in memory. The search runs
+    once (not once per pair of blocks), and no pair list is held in memory.
+    """
+    import shutil
+    import tempfile
+
+    half = max(1, _MAX_THUMBNAILS // 2)
+    size = len(idx)
+    n_blocks = -(-size // half)
+    logger.info("one near-duplicate component holds %d images; checking it in %d blocks of %d", size, n_blocks, half)
+    folder = Path(tempfile.mkdtemp(prefix="datakit-pairs-", dir=workdir))
+    try:
+        counts = np.zeros(n_blocks, dtype=np.int64)
+        for a, b, _ in _pair_chunks(hashes[idx], None, radius, jobs):
+            a, b = np.minimum(a, b), np.maximum(a, b)  # the first image's block is the smaller
+            block = a // half
+            order = np.argsort(block, kind="stable")
+            block, pairs = block[order], np.stack([a[order], b[order]], axis=1).astype(np.int32)
+            cuts = np.flatnonzero(np.r_[True, block[1:] != block[:-1], True])
+            for s, e in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+                p = int(block[s])
+                with open(folder / f"{p}.pairs", "ab") as fh:
+                    fh.write(pairs[s:e].tobytes())
+                counts[p] += e - s
+            del a, b, block, order, pairs
+        from datakit._memory import release_memory
+
+        release_memory()  # the search's working set, before the thumbnails come in
+        for p in np.flatnonzero(counts).tolist():
+            table_p = rows.read(offset + p * half, offset + min((p + 1) * half, size))
+            held, table_q = -1, None
+            with open(folder / f"{p}.pairs", "rb") as fh:
+                while True:
+                    pairs = np.fromfile(fh, dtype=np.int32, count=2 * _MAX_CANDIDATES).reshape(-1, 2)
+                    if not len(pairs):
+                        break
+                    q_of = pairs[:, 1] // half
+                    order = np.argsort(q_of, kind="stable")
+                    pairs, q_of = pairs[order], q_of[order]
+                    cuts = np.flatnonzero(np.r_[True, q_of[1:] != q_of[:-1], True])
+                    for s, e in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+                        q = int(q_of[s])
+                        if q == p:
+                            table = table_p
+                        else:
+                            if q != held:  # sorted by block: each is read once per chunk at most
+                                table_q = None
+                                table_q = rows.read(offset + q * half, offset + min((q + 1) * half, size))
+                                held = q
+                            table = table_q
+                        a, b = pairs[s:e, 0], pairs[s:e, 1]
+                        keep = _similar(table_p, a - p * half, table, b - q * half, min_similarity)
+                        confirmed.add(idx[a[keep]], idx[b[keep]])
+            (folder / f"{p}.pairs").unlink()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails: Callable[[np.ndarray], np.ndarray],
                                *, min_similarity: float = 0.98, n_jobs: int | None = None,
                                workdir: str | os.PathLike | None = None) -> np.ndarray:
@@ -1142,7 +1236,9 @@ def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails
     values); then each batch of whole components (at most ``_MAX_THUMBNAILS``
     images, 16,384) is searched again and its pairs are checked as they come,
     with only that batch's thumbnails in memory. A component larger than a
-    batch is checked block against block. The thumbnails of the images that
+    batch is searched once, its pairs go to temporary files by block, and
+    each pair of blocks is checked with two blocks of thumbnails in memory.
+    The thumbnails of the images that
     have any candidate partner are asked for once each; when they do not fit
     in one batch they wait in a temporary file (1 KiB an image for uint8
     pixels) in ``workdir``.
@@ -1207,37 +1303,21 @@ def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails
     starts = np.flatnonzero(np.r_[True, node_comp[1:] != node_comp[:-1]])
     ends = np.r_[starts[1:], len(nodes)]
     del node_comp
+    from datakit._memory import release_memory
+
+    release_memory()  # the candidate search's working set, before the thumbnails come in
     # 2. each batch of whole components searched again, its pairs checked as they come
     confirmed = _Components(n)
-
-    def check(idx_a, table_a, idx_b, table_b, chunks) -> None:
-        for a, b, _ in chunks:
-            keep = _similar(table_a, a, table_b, b, min_similarity)
-            confirmed.add(idx_a[a[keep]], idx_b[b[keep]])
-
     rows = _ThumbnailRows(nodes, thumbnails, workdir)
     try:
         for lo, hi in _component_ranges(starts, ends, _MAX_THUMBNAILS):
             if hi - lo <= _MAX_THUMBNAILS:
                 idx, table = nodes[lo:hi], rows.read(lo, hi)
-                check(idx, table, idx, table, _pair_chunks(hashes[idx], None, radius, jobs))
+                for a, b, _ in _pair_chunks(hashes[idx], None, radius, jobs):
+                    keep = _similar(table, a, table, b, min_similarity)
+                    confirmed.add(idx[a[keep]], idx[b[keep]])
                 continue
-            half = max(1, _MAX_THUMBNAILS // 2)  # one huge component: two blocks of it at a time
-            logger.info("one near-duplicate component holds %d images; checking it in blocks of %d",
-                        hi - lo, half)
-            bounds = list(range(lo, hi, half)) + [hi]
-            for p in range(len(bounds) - 1):
-                idx_p, table_p = nodes[bounds[p]:bounds[p + 1]], rows.read(bounds[p], bounds[p + 1])
-                check(idx_p, table_p, idx_p, table_p, _pair_chunks(hashes[idx_p], None, radius, jobs))
-                for q in range(p + 1, len(bounds) - 1):
-                    idx_q = nodes[bounds[q]:bounds[q + 1]]
-                    chunks = _pair_chunks(hashes[idx_p], hashes[idx_q], radius, jobs)
-                    first = next(chunks, None)
-                    if first is None:  # no candidate pair between these blocks: their pixels are not read
-                        continue
-                    table_q = rows.read(bounds[q], bounds[q + 1])
-                    check(idx_p, table_p, idx_q, table_q, itertools.chain([first], chunks))
-                    del table_q
+            _check_huge_component(nodes[lo:hi], lo, hashes, radius, jobs, rows, confirmed, min_similarity, workdir)
     finally:
         rows.close()
     return _group_ids(n, confirmed.labels().astype(np.int64))
