@@ -541,10 +541,8 @@ def _group_near_duplicates(recipe: Recipe, hashes: np.ndarray, out: Path,
         return np.zeros(0, np.int64)
     if recipe.splits.near_duplicate_verify != "pixels":
         return near_duplicate_groups(hashes, dist)
-    workdir = out / STAGING_DIR
-    workdir.mkdir(parents=True, exist_ok=True)
     return confirmed_duplicate_groups(hashes, dist, thumbnails, min_similarity=recipe.splits.near_duplicate_similarity,
-                                      workdir=workdir)
+                                      workdir=out / STAGING_DIR)  # the staging folder: removed with the build
 
 
 def _dedup_stats(recipe: Recipe, dist: int, sizes: np.ndarray, moved: int, exact: int) -> dict:
@@ -569,23 +567,8 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     recipe = plan.recipe
     frames = []
     for spec, _ in plan.sources:
-        frame = staging.read(spec.name)
-        lm = spec.label_map
-        labels = frame["source_label"].astype(object)
-        if lm is not None:
-            labels = labels.map(lambda v: lm.get(v) if isinstance(v, str) else None)
-        frame["label"] = labels.where(labels.notna(), None).astype("string")
-        keep = spec.keep_split if spec.keep_split is not None else recipe.splits.strategy == "source"
-        frame["fixed"] = frame["source_split"] if keep else pd.Series([pd.NA] * len(frame), dtype="string")
-        unmapped = (~frame["ok"]) & (frame["reason"] == "unmapped_label")
-        if unmapped.any():
-            if spec.drop_unmapped:
-                frame.loc[unmapped, "detail"] = "dropped (drop_unmapped = true): " + frame.loc[unmapped, "detail"]
-            else:
-                found = sorted(frame.loc[unmapped, "source_label"].dropna().astype(str).unique())[:10]
-                logger.warning("source %r: %d images have labels missing from label_map (%s); they are in "
-                               "rejected.parquet (set drop_unmapped = true if this is intended)",
-                               spec.name, int(unmapped.sum()), ", ".join(found))
+        frame = _chunk_labels(staging.read(spec.name), spec, _keeps_split(spec, recipe))
+        _warn_unmapped(spec, *_note_unmapped(frame, spec))
         frames.append(frame)
     rows = pd.concat(frames, ignore_index=True)
     failed = rows[~rows["ok"]]
@@ -669,6 +652,33 @@ def _read_chunk(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
 _COMPACT_COLUMNS = ["ok", "id", "source_label", "source_split", "phash", "candidate_id"]
 
 
+def _keeps_split(spec: SourceSpec, recipe: Recipe) -> bool:
+    """Whether a source's own train/test split is kept (``keep_split``, else the ``source`` strategy)."""
+    return spec.keep_split if spec.keep_split is not None else recipe.splits.strategy == "source"
+
+
+def _note_unmapped(frame: pd.DataFrame, spec: SourceSpec) -> tuple[int, set[str]]:
+    """Images of a staged frame whose label is missing from the label map.
+
+    With ``drop_unmapped`` their detail says they were dropped on purpose;
+    otherwise returns their count and labels, for :func:`_warn_unmapped`.
+    """
+    unmapped = (~frame["ok"]) & (frame["reason"] == "unmapped_label")
+    if not unmapped.any():
+        return 0, set()
+    if spec.drop_unmapped:
+        frame.loc[unmapped, "detail"] = "dropped (drop_unmapped = true): " + frame.loc[unmapped, "detail"]
+        return 0, set()
+    return int(unmapped.sum()), set(frame.loc[unmapped, "source_label"].dropna().astype(str))
+
+
+def _warn_unmapped(spec: SourceSpec, n: int, labels: set[str]) -> None:
+    if n:
+        logger.warning("source %r: %d images have labels missing from label_map (%s); they are in "
+                       "rejected.parquet (set drop_unmapped = true if this is intended)",
+                       spec.name, n, ", ".join(sorted(labels)[:10]))
+
+
 def _chunk_labels(frame: pd.DataFrame, spec: SourceSpec, keep_split: bool) -> pd.DataFrame:
     """Add ``label`` (after the label map) and ``fixed`` to a staged chunk, as :func:`_finalize` does."""
     lm = spec.label_map
@@ -706,7 +716,7 @@ class _Chunks:
         """Every staged chunk of the plan's sources (reads only their ``ok`` column)."""
         chunks = cls()
         for spec, _ in plan.sources:
-            keep = spec.keep_split if spec.keep_split is not None else plan.recipe.splits.strategy == "source"
+            keep = _keeps_split(spec, plan.recipe)
             for i in range(staging.complete_chunks(spec.name)):
                 path = staging.chunk_path(spec.name, i)
                 chunks.entries.append((spec, path, keep))
@@ -800,8 +810,13 @@ def _manifest_checksum(path: Path) -> str:
     return h.hexdigest()
 
 
-def _remove_orphans_digest(out: Path, keep: np.ndarray) -> int:
-    """:func:`_remove_orphans` with the kept ids given as sorted 64-bit digests."""
+def _remove_orphans(out: Path, keep: np.ndarray) -> int:
+    """Delete stored images no manifest row refers to (left by an earlier recipe), and temporary files.
+
+    ``keep`` holds the kept ids as sorted 64-bit digests (:func:`_id_digest`):
+    a file is deleted only when its digest is not among them, so a kept image
+    is never deleted.
+    """
     removed = 0
     images = out / "images"
     if not images.is_dir():
@@ -837,7 +852,7 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
     failed_parts: list[pd.DataFrame] = []
     rej_cols = ["id", "source", "source_ref", "stage", "reason", "detail"]
     for s_code, (spec, _) in enumerate(plan.sources):
-        keep = spec.keep_split if spec.keep_split is not None else recipe.splits.strategy == "source"
+        keep = _keeps_split(spec, recipe)
         unmapped_n, unmapped_labels = 0, set()
         for i in range(staging.complete_chunks(spec.name)):
             path = staging.chunk_path(spec.name, i)
@@ -847,14 +862,9 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
                 frame = _read_chunk(path)  # failed rows go to rejected.parquet whole
             frame = _chunk_labels(frame, spec, keep)
             if not ok.all():
-                unmapped = (~frame["ok"]) & (frame["reason"] == "unmapped_label")
-                if unmapped.any():
-                    if spec.drop_unmapped:
-                        frame.loc[unmapped, "detail"] = ("dropped (drop_unmapped = true): "
-                                                         + frame.loc[unmapped, "detail"])
-                    else:
-                        unmapped_n += int(unmapped.sum())
-                        unmapped_labels |= set(frame.loc[unmapped, "source_label"].dropna().astype(str))
+                n, labels = _note_unmapped(frame, spec)
+                unmapped_n += n
+                unmapped_labels |= labels
                 failed_parts.append(frame.loc[~ok, rej_cols])
             good = frame[ok]
             chunks.entries.append((spec, path, keep))
@@ -866,10 +876,7 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
             cols["source"].append(np.full(len(good), s_code, dtype=np.int16))
             cols["cid"].append(good["candidate_id"].notna().to_numpy(dtype=bool))
             del frame, good
-        if unmapped_n:
-            logger.warning("source %r: %d images have labels missing from label_map (%s); they are in "
-                           "rejected.parquet (set drop_unmapped = true if this is intended)",
-                           spec.name, unmapped_n, ", ".join(sorted(unmapped_labels)[:10]))
+        _warn_unmapped(spec, unmapped_n, unmapped_labels)
     arr = {}
     for k in list(cols):  # one column at a time: its chunk list is freed before the next is joined
         parts = cols.pop(k)
@@ -1213,25 +1220,6 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _remove_orphans(out: Path, keep_ids: set[str]) -> int:
-    """Delete stored images no manifest row refers to (left by an earlier recipe)."""
-    removed = 0
-    images = out / "images"
-    if not images.is_dir():
-        return 0
-    for sub in images.iterdir():
-        if not sub.is_dir():
-            continue
-        for f in sub.iterdir():
-            if f.name.startswith("."):
-                f.unlink(missing_ok=True)  # temporary file of a killed write
-                removed += 1
-            elif f.stem not in keep_ids:
-                f.unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
 def _read_info(out: Path) -> dict | None:
     path = out / "datakit.json"
     if not path.exists():
@@ -1374,7 +1362,7 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
         counts, data_sha256 = final["counts"], final["data_sha256"]
         writer.write_categories(pd.DataFrame({"label": classes,
                                               "name": [plan.recipe.categories.get(c, c) for c in classes]}))
-        removed = _remove_orphans_digest(out, final["keep_digests"])
+        removed = _remove_orphans(out, final["keep_digests"])
         del final
     else:
         from datakit.store.dataset import Dataset
@@ -1390,7 +1378,7 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
         keep_ids = set(manifest["id"].astype(str))
         # images [curate] did not select stay stored, so that new votes can re-curate without re-reading sources
         keep_ids |= set(rejected.loc[rejected["stage"] == "curate", "id"].dropna().astype(str))
-        removed = _remove_orphans(out, keep_ids)
+        removed = _remove_orphans(out, np.sort(_id_digest(pd.Series(list(keep_ids), dtype=object))))
         n_kept, counts, data_sha256 = len(manifest), _counts(manifest, rejected), Dataset(out).checksum
         del manifest
     recipe = plan.recipe

@@ -202,6 +202,7 @@ class DaskExecutor(Executor):
         could not be sent) is sent again, up to ``retries`` times; one that still
         fails becomes one error result per item.
         """
+        exc: Exception | None = None  # the last failure
         for attempt in range(self.retries + 1):
             if attempt:
                 logger.info("batch %s failed as a whole (%s: %s); sending it again (%d of %d)", key,

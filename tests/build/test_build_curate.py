@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from PIL import Image
 
 import datakit
 from datakit.build import build_dataset
 from datakit.cli import cli
 from datakit.errors import DatakitError, RecipeError
 from datakit.recipe import parse_recipe
+
+from conftest import blocky_glyph as _glyph, save_png as _png
 
 BASE = """
 name = "curated"
@@ -36,21 +37,6 @@ test = 0.5
 FREQ = {"a/0.png": (5, 5), "a/1.png": (4, 5), "a/2.png": (3, 5), "a/3.png": (1, 5), "a/4.png": (0, 5),
         "a/5.png": None, "b/0.png": (4, 5), "b/1.png": (2, 5), "b/2.png": (5, 5), "b/3.png": (3, 4),
         "b/4.png": None, "b/5.png": None, "a/zz_near.png": None}
-
-
-def _glyph(seed: int) -> np.ndarray:
-    """A random blocky glyph, shape (40, 40) uint8; distinct seeds give distinct images."""
-    rng = np.random.default_rng(seed)
-    pattern = rng.random((5, 5)) < 0.5
-    pattern[2, 2] = True
-    a = np.zeros((40, 40), np.uint8)
-    a[5:35, 5:35] = np.kron(pattern, np.ones((6, 6), bool)) * 255
-    return a
-
-
-def _png(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
 
 
 def _votes(ids: dict[str, str], freq: dict, *, repeat: str | None = None) -> pd.DataFrame:

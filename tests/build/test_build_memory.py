@@ -7,12 +7,13 @@ import zlib
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 import datakit
 import datakit.build as build_mod
 from datakit.build import build_dataset
 from datakit.store.splits import SPLIT_ORDER, assign_split_codes, assign_splits
+
+from conftest import save_png as _png
 
 
 # --------------------------------------------------------------------------- reference split assignment
@@ -131,11 +132,6 @@ def test_assign_splits_still_rejects_bad_options():
 
 
 # --------------------------------------------------------------------------- streaming finalize
-
-
-def _png(path, array):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
 
 
 def _image(seed: int) -> np.ndarray:

@@ -12,6 +12,8 @@ from PIL import Image
 import datakit
 from datakit.build import build_dataset
 
+from conftest import blocky_glyph as _digit, save_png as _png
+
 DIGITS = textwrap.dedent("""
     name = "small-digits"
     seed = 7
@@ -177,21 +179,6 @@ def test_staged_thumbnails_or_stored_images_give_the_same_groups(digits_build, t
     assert any("does not match" in m for m in fallbacks) and any("No such file" in m for m in fallbacks)
     pd.testing.assert_frame_equal(datakit.open_dataset(out).manifest,
                                   datakit.open_dataset(tmp_path / "again").manifest)
-
-
-def _png(path, array):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
-
-
-def _digit(seed):
-    """A random blocky glyph, shape (40, 40) uint8: distinct seeds give distinct images."""
-    rng = np.random.default_rng(seed)
-    pattern = rng.random((5, 5)) < 0.5
-    pattern[2, 2] = True
-    a = np.zeros((40, 40), np.uint8)
-    a[5:35, 5:35] = np.kron(pattern, np.ones((6, 6), bool)) * 255
-    return a
 
 
 def test_exact_and_near_duplicates_and_unmapped_labels(tmp_path):
