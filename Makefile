@@ -14,7 +14,7 @@ endif
 DEBIAN_PACKAGES := wordnet-base wordnet-sense-index dataset-fashion-mnist chromium chromium-driver
 DEMO_OUT ?= demo/digits
 
-.PHONY: demo test install system-deps clean
+.PHONY: demo demo-natural test install system-deps clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,20 @@ demo: install
 	if [ -d "$$root" ]; then export DATAKIT_DATA="$$root"; \
 	else unset DATAKIT_DATA; echo "note: no data folder at $$root: MNIST and USPS come from torchvision downloads when online, else they are skipped" >&2; fi; \
 	$(VENV)/bin/datakit build recipes/digits.toml --out $(DEMO_OUT) && $(VENV)/bin/datakit info $(DEMO_OUT)
+
+# Photos: CIFAR-10's test set vs the Imagenette subset (whose dog and truck classes correspond to
+# CIFAR's), and the Caltech101 sample, all from ../shared/data ($$DATAKIT_DATA); every audit runs.
+NATURAL_OUT ?= demo
+demo-natural: install
+	@root="$${DATAKIT_DATA:-../shared/data}"; \
+	if [ ! -d "$$root/cifar10_test_jpg" ]; then echo "demo-natural needs the photos of ../shared/data (or DATAKIT_DATA): $$root/cifar10_test_jpg not found" >&2; exit 1; fi; \
+	$(VENV)/bin/datakit build recipes/cifar10_test.toml --out $(NATURAL_OUT)/cifar10_test --data-root "$$root" -q && \
+	$(VENV)/bin/datakit build recipes/imagenette_subset.toml --out $(NATURAL_OUT)/imagenette_subset --data-root "$$root" -q && \
+	$(VENV)/bin/datakit build recipes/caltech101_sample.toml --out $(NATURAL_OUT)/caltech101_sample --data-root "$$root" -q && \
+	$(VENV)/bin/datakit audit $(NATURAL_OUT)/cifar10_test $(NATURAL_OUT)/imagenette_subset \
+	  --map imagenette_subset:n02102040=dog,n03417042=truck --out out/demo-natural -q && \
+	$(VENV)/bin/datakit audit $(NATURAL_OUT)/caltech101_sample --audits average_image,orientation_artifacts \
+	  --out out/demo-caltech -q
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider tests

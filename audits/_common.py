@@ -329,6 +329,6 @@ def image_grid(cells: Sequence[Sequence[np.ndarray | None]], row_labels: Sequenc
             if i == 0 and j < len(col_labels):
                 ax.set_title(str(col_labels[j])[:14], fontsize=7)
             if j == 0:
-                ax.set_ylabel(str(row_labels[i])[:18], fontsize=7)
+                ax.set_ylabel(str(row_labels[i])[:32], fontsize=7)
     fig.suptitle(title, fontsize=9)
     return fig_to_png(fig)

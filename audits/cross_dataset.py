@@ -19,7 +19,8 @@ import pandas as pd
 
 from audits._common import (Group, common_mode, fig_to_png, load_images, make_groups, pyplot, sample_rows,
                             shared_labels, working_size)
-from audits._probes import ProbeUnavailable, fit_predict
+from audits._features import feature_spaces, group_features, linear_on_features, natural_images
+from audits._probes import ProbeResult, ProbeUnavailable, fit_predict
 from audits.base import AuditResult, register_audit, skipped
 from datakit.store.dataset import Dataset
 
@@ -31,6 +32,30 @@ NAME = "cross_dataset"
 
 #: ADDA (Tzeng et al. 2017) Table 2, "Source only": (source, target) -> accuracy on the target
 ADDA_SOURCE_ONLY = {("mnist", "usps"): 0.752, ("usps", "mnist"): 0.571}
+
+
+class _Done(Exception):
+    """Control flow: the feature-space model needs no training through fit_predict."""
+
+
+def _natural_size(groups: Sequence[Group], cap: int) -> tuple[tuple[int, int], str | None]:
+    """One square side for photos: the largest side present, at most ``cap`` (smaller images are upsampled).
+
+    Unlike :func:`working_size`, which shrinks everything to the smallest side
+    (right for digits), this keeps the larger images' detail up to ``cap``:
+    each dataset is seen at its own resolution as far as one input size allows.
+    """
+    sides = set()
+    for g in groups:
+        for col in ("width", "height"):
+            sides.update(int(v) for v in g.frame[col].dropna().unique())
+    sizes = {(int(h), int(w)) for g in groups for h, w in zip(g.frame["height"].dropna(), g.frame["width"].dropna())}
+    side = int(min(cap, max(sides))) if sides else cap
+    if sizes == {(side, side)}:
+        return (side, side), None
+    shown = ", ".join(f"{h}x{w}" for h, w in sorted(sizes)[:4]) + ("" if len(sizes) <= 4 else f" and {len(sizes) - 4} more")
+    return (side, side), (f"images have size(s) {shown} (HxW); each resized to {side}x{side} (bilinear; smaller "
+                          f"ones upsampled) so every dataset keeps as much of its own resolution as one input allows")
 
 
 def _key(name: str) -> str | None:
@@ -58,9 +83,10 @@ def _splits(g: Group, labels: pd.Series, shared: list[str], rng: np.random.Gener
 
 @register_audit(NAME)
 def cross_dataset(
-    datasets: Sequence[Dataset], *, model: str = "lenet5", epochs: int | None = None, max_train: int = 2000,
-    max_test: int = 1000, size_cap: int = 32, group_by: str = "auto",
-    class_map: Mapping[str, Mapping[str, str]] | None = None, seed: int = 0,
+    datasets: Sequence[Dataset], *, model: str = "auto", epochs: int | None = None, max_train: int = 2000,
+    max_test: int = 1000, size_cap: int | None = None, group_by: str = "auto",
+    class_map: Mapping[str, Mapping[str, str]] | None = None, weights: str | None = None,
+    workers: int | None = None, scheduler: str | None = None, seed: int = 0,
 ) -> AuditResult:
     """Train on each dataset, test on every dataset; report the generalization matrix.
 
@@ -69,8 +95,11 @@ def cross_dataset(
     datasets : sequence of Dataset
         Two or more datasets (or one with two or more sources) sharing at least two classes.
     model : str
-        ``"linear"`` (logistic regression on pixels) or a model name of
-        :func:`datakit.train.list_models` (default LeNet-5, as in ADDA).
+        ``"auto"`` (LeNet-5 on digits, as in ADDA; on natural images, colour or
+        larger than 32 px, a four-block conv net, ``convnet4``, at 64x64 colour), ``"linear"`` (logistic
+        regression on pixels), a model name of :func:`datakit.train.list_models`,
+        or a feature space of :mod:`datakit.features` (``"hog"``, ``"gist"``,
+        ``"pretrained"`` with ``weights``, ...) for a linear classifier on it.
     epochs : int, optional
         Training epochs of the conv net (default: enough for about 12,000
         image updates, 3-20).
@@ -79,12 +108,17 @@ def cross_dataset(
         keeps the audit affordable on a CPU; 2,000 is ADDA's MNIST budget).
     max_test : int
         At most this many test images per dataset.
-    size_cap : int
-        Images are resized to one common size, at most ``size_cap`` x ``size_cap``.
+    size_cap : int, optional
+        Images are resized to one common size, at most ``size_cap`` x ``size_cap``
+        (default: 64 on natural images, where the data's own resolution matters, 32 on digits).
     group_by : {"auto", "dataset", "source"}
     class_map : mapping, optional
         ``{dataset: {label: shared label}}``: which classes correspond, e.g.
         ``{"imagenette": {"n02102040": "dog", "n03417042": "truck"}}``.
+    weights : str, optional
+        Weights file for ``model="pretrained"``.
+    workers, scheduler : optional
+        For feature extraction.
     seed : int
 
     Returns
@@ -114,10 +148,31 @@ def cross_dataset(
                              "--map DATASET:LABEL=SHARED (e.g. --map imagenette:n02102040=dog)")
     rng = np.random.default_rng(seed)
     notes: list[str] = []
-    size, size_note = working_size(groups, size_cap)
-    if size_note:
-        notes.append(size_note)
     mode = common_mode(groups)
+    natural = natural_images(groups, mode)
+    if size_cap is None:
+        size_cap = 64 if natural else 32
+    from datakit.features import FEATURES, list_features
+
+    list_features()
+    if model == "auto":
+        model = "convnet4" if natural else "lenet5"
+    if model in FEATURES:
+        size = (0, 0)  # each feature space decodes at its own size
+    elif natural:
+        size, size_note = _natural_size(groups, size_cap)
+        if size_note:
+            notes.append(size_note)
+    else:
+        size, size_note = working_size(groups, size_cap)
+        if size_note:
+            notes.append(size_note)
+    space = None
+    if model in FEATURES:
+        spaces = feature_spaces([model], datasets, weights=weights, seed=seed, notes=notes)
+        if not spaces:
+            return skipped(NAME, "; ".join(notes))
+        space = spaces[0]
     index = {c: i for i, c in enumerate(shared)}
     data = []
     for g in groups:
@@ -129,8 +184,18 @@ def cross_dataset(
         if len(train) < n_train or len(test) < n_test:
             notes.append(f"{g.name}: trained on {len(train)} of {n_train} training images, tested on {len(test)} "
                          f"of {n_test} test images (class-stratified samples)")
-        x_tr = load_images(g, train.index.to_numpy(), size, mode)
-        x_te = load_images(g, test.index.to_numpy(), size, mode)
+        if space is None:
+            x_tr = load_images(g, train.index.to_numpy(), size, mode)
+            x_te = load_images(g, test.index.to_numpy(), size, mode)
+        else:
+            x_tr, _, bad_tr = group_features(g, train.index.to_numpy(), space, workers=workers, scheduler=scheduler)
+            x_te, _, bad_te = group_features(g, test.index.to_numpy(), space, workers=workers, scheduler=scheduler)
+            if bad_tr or bad_te:
+                notes.append(f"{g.name}: {len(bad_tr) + len(bad_te)} image(s) could not be described by {model} "
+                             f"(set to the training mean): " + "; ".join((bad_tr + bad_te)[:3]))
+                mean = np.nanmean(x_tr, axis=0)
+                x_tr = np.where(np.isnan(x_tr), mean, x_tr)
+                x_te = np.where(np.isnan(x_te), mean, x_te)
         y_tr = labels.loc[train.index].map(index).to_numpy(np.int64)
         y_te = labels.loc[test.index].map(index).to_numpy(np.int64)
         data.append((g.name, x_tr, y_tr, x_te, y_te))
@@ -139,10 +204,19 @@ def cross_dataset(
     k = len(names)
     acc = np.zeros((k, k))
     probe, used = ("linear", "linear") if model == "linear" else ("conv", model)
+    if space is not None:
+        probe, used = "features", f"linear on {space.info['description']}"
     for i, (name, x_tr, y_tr, _, _) in enumerate(data):
         x_all = np.concatenate([d[3] for d in data])
+        if space is not None:
+            pred, proba, _ = linear_on_features(x_tr, y_tr, x_all, len(shared), seed=seed)
+            res = ProbeResult(pred=pred, proba=proba, seconds=0.0, info={})
         try:
+            if space is not None:
+                raise _Done
             res = fit_predict(probe, x_tr, y_tr, x_all, len(shared), seed=seed, epochs=epochs, conv_model=used)
+        except _Done:
+            pass
         except ProbeUnavailable as exc:
             notes.append(f"{exc}; fell back to the linear probe")
             probe, used = "linear", "linear"
@@ -182,7 +256,8 @@ def cross_dataset(
     if ref_rows:
         tables["adda_reference"] = pd.DataFrame(ref_rows)
     info = {"shared_classes": shared, "model": used, "epochs": res.info.get("epochs"),
-            "image_size": list(size), "mode": mode, "max_train": max_train, "max_test": max_test,
+            "image_size": list(size) if space is None else None, "mode": mode, "max_train": max_train,
+            "max_test": max_test,
             "reference": "ADDA (Tzeng et al. 2017), source only: MNIST->USPS 75.2%, USPS->MNIST 57.1%",
             "method": "Torralba & Efros 2011 Table 1: self accuracy vs mean of others, percentage drop",
             "notes": notes}

@@ -22,6 +22,7 @@ test data? Purging CIFAR of near-duplicates", 2020).
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -37,7 +38,7 @@ from datakit.errors import DatakitError
 from datakit.hashing import phash
 from datakit.store.dataset import Dataset
 
-__all__ = ["duplicates", "KINDS"]
+__all__ = ["duplicates", "KINDS", "OptionError"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,13 @@ NAME = "duplicates"
 #: (same dataset and split, different ``source``), ``cross_split`` (two non-train splits),
 #: ``within_split``.
 KINDS = ("leak", "cross_dataset", "cross_source", "cross_split", "within_split")
+
+#: default ``max_cosine`` of the semantic search (see ``bench/results/semantic_duplicates.md``)
+DEFAULT_MAX_COSINE = 0.08
+
+
+class OptionError(DatakitError, ValueError):
+    """A bad option of the ``duplicates`` audit (a :class:`DatakitError` and a ``ValueError``)."""
 
 
 # ---------------------------------------------------------------------------
@@ -73,8 +81,8 @@ def _per_image(fn, items: list, workers: int | None, scheduler: str | None = Non
 
 
 def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None,
-           scheduler: str | None = None) -> pd.DataFrame:
-    """All images of all datasets in one frame, with phash filled in where missing."""
+           scheduler: str | None = None, compute_hashes: bool = True) -> pd.DataFrame:
+    """All images of all datasets in one frame, with phash filled in where missing (``compute_hashes``)."""
     names = _unique_names([ds.name for ds in datasets])
     parts = []
     for k, (ds, name) in enumerate(zip(datasets, names)):
@@ -95,7 +103,7 @@ def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None,
             valid = np.array(col.notna(), dtype=bool)  # a writable copy
             hashes[valid] = col[valid].to_numpy().astype(np.uint64)
         missing = np.flatnonzero(~valid)
-        if len(missing):
+        if len(missing) and compute_hashes:
             failed = []
             paths = part["path"].to_numpy()
             results = _per_image(_load_hash, [(str(ds.root), paths[i]) for i in missing], workers, scheduler)
@@ -352,7 +360,9 @@ def _open(frame: pd.DataFrame, roots: list, row: int) -> np.ndarray | None:
         return None
 
 
-def _pairs_figure(frame: pd.DataFrame, examples: pd.DataFrame, roots: list, max_distance: int) -> bytes:
+def _pairs_figure(frame: pd.DataFrame, examples: pd.DataFrame, roots: list, title: str,
+                  label=lambda d: f"d={int(d)}") -> bytes:
+    """Each example pair side by side; ``label(distance)`` names the distance on the row."""
     from audits._common import fig_to_png, pyplot
 
     plt = pyplot()
@@ -368,8 +378,8 @@ def _pairs_figure(frame: pd.DataFrame, examples: pd.DataFrame, roots: list, max_
                 ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
             ax.set_title(f"{frame.at[row, 'dataset']}/{frame.at[row, 'split']}"[:28], fontsize=7)
         kind = str(ex["kind"]).replace("_", " ")
-        axes[r][0].set_ylabel(f"d={int(ex['distance'])}\n{kind}" + (" (exact)" if ex["exact"] else ""), fontsize=7)
-    fig.suptitle(f"Near-duplicate pairs (pHash distance <= {max_distance} of 64 bits)", fontsize=8)
+        axes[r][0].set_ylabel(f"{label(ex['distance'])}\n{kind}" + (" (exact)" if ex["exact"] else ""), fontsize=7)
+    fig.suptitle(title, fontsize=8)
     return fig_to_png(fig)
 
 
@@ -396,6 +406,150 @@ def _histogram_figure(per: pd.DataFrame, max_distance: int) -> bytes:
 
 
 # ---------------------------------------------------------------------------
+# near-copy results for one set of pairs (pHash or semantic)
+# ---------------------------------------------------------------------------
+
+#: summary keys that do not depend on the near-copy search (the same for pHash and semantic)
+_EXACT_KEYS = ("exact_within", "leakage_exact_test_in_train", "n_test", "exact_across_splits", "exact_pairs")
+
+
+def _near_frame(f: pd.DataFrame, node: np.ndarray, n_nodes: int, u: np.ndarray, v: np.ndarray, d: np.ndarray,
+                rel_exact: dict, train_cell: np.ndarray, test_cell: np.ndarray, train_split: str,
+                score) -> tuple[pd.DataFrame, dict, dict]:
+    """Per-image near-copy columns, relation counts and pair counts for node edges ``(u, v)`` at distances ``d``.
+
+    ``score(nearest)`` maps the distance to the nearest copy (array, shape (N,)) to the 0-1 score.
+    """
+    n = len(f)
+    near_nb = _edge_neighbors(node, n_nodes, u, v)
+    rel = dict(rel_exact)
+    rel.update(_relations(near_nb, f, train_cell, "near"))
+    near_pairs = _pair_counts(near_nb, f, train_cell, test_cell)
+    best = _matches(f, node, u, v, d, rel["near_total"] > 0, train_split)
+    integer = np.issubdtype(np.asarray(d).dtype, np.integer)
+    dt = np.int64 if integer else np.float64
+    flag = np.zeros(n, dtype=bool)
+    match = np.full(n, -1, dtype=np.int64)
+    distance = np.full(n, -1, dtype=dt)
+    nearest = np.full(n, -1, dtype=dt)
+    kind = np.full(n, None, dtype=object)
+    rows = best["row"].to_numpy(dtype=np.int64)
+    flag[rows] = True
+    match[rows] = best["match"].to_numpy(dtype=np.int64)
+    distance[rows] = best["distance"].to_numpy(dtype=dt)
+    nearest[rows] = best["nearest"].to_numpy(dtype=dt)
+    kind[rows] = np.array(KINDS, dtype=object)[best["kind"].to_numpy(dtype=np.int64)]
+    mrow = np.where(flag, match, 0)
+    is_train = f["_cell"].to_numpy() == train_cell[f["_ds"].to_numpy()]
+    ids = f["id"].to_numpy()
+    per = pd.DataFrame({
+        "dataset": f["dataset"], "id": f["id"], "split": f["split"], "source": f["source"], "label": f["label"],
+        "flag": flag,
+        "score": np.where(flag, score(nearest), 0.0),
+        "distance": (pd.Series(distance, dtype="Int64").mask(~flag) if integer else np.where(flag, distance, np.nan)),
+        "match_dataset": np.where(flag, f["dataset"].to_numpy()[mrow], None),
+        "match_id": np.where(flag, ids[mrow], None),
+        "match_split": np.where(flag, f["split"].to_numpy()[mrow], None),
+        "kind": kind,
+        "exact": flag & (node == node[mrow]),
+        "leak": ~is_train & (train_cell[f["_ds"].to_numpy()] >= 0) & (rel["near_in_train"] > 0),
+        "n_near": rel["near_total"],
+        "_row": np.arange(n), "_match": match, "_ds": f["_ds"],
+    })
+    return per, rel, near_pairs
+
+
+def _report(f: pd.DataFrame, per: pd.DataFrame, rel: dict, near_pairs: dict, exact_pairs: dict,
+            train_cell: np.ndarray, test_cell: np.ndarray, train_split: str,
+            max_listed: int) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """Summary counts (without ``n_images`` and the threshold) and the ``leakage``, ``by_kind``, ``pairs`` tables."""
+    n_ds = len(train_cell)
+    leak_rows = []
+    for k in range(n_ds):
+        if train_cell[k] < 0:
+            continue
+        sub = f["_ds"].to_numpy() == k
+        for split in sorted(set(f.loc[sub, "split"]) - {train_split}):
+            m = sub & (f["split"].to_numpy() == split)
+            near_in = int((rel["near_in_train"][m] > 0).sum())
+            leak_rows.append({"dataset": f.loc[m, "dataset"].iloc[0], "split": split, "images": int(m.sum()),
+                              "exact_in_train": int((rel["exact_in_train"][m] > 0).sum()),
+                              "near_in_train": near_in, "fraction": near_in / int(m.sum())})
+    leakage = pd.DataFrame(leak_rows, columns=["dataset", "split", "images", "exact_in_train", "near_in_train",
+                                               "fraction"])
+    test = np.isin(f["_cell"].to_numpy(), test_cell[test_cell >= 0]) & (train_cell[f["_ds"].to_numpy()] >= 0)
+    n_test = int(test.sum())
+    leaked = int((rel["near_in_train"][test] > 0).sum())
+
+    def images(key: str) -> int:
+        return int((rel[key] > 0).sum())
+
+    counts = {  # headline first: the terminal summary shows the first few
+        "leakage_test_in_train": leaked,
+        "leakage_fraction": leaked / n_test if n_test else 0.0,
+        "cross_dataset_images": images("near_cross_dataset"),
+        "near_within": images("near_within_split"),
+        "exact_within": images("exact_within_split"),
+        "leakage_exact_test_in_train": int((rel["exact_in_train"][test] > 0).sum()),
+        "n_test": n_test,
+        "near_across_splits": images("near_cross_split"),
+        "exact_across_splits": images("exact_cross_split"),
+        "cross_source_images": images("near_cross_source"),
+        "flagged_images": int(per["flag"].sum()),
+        "near_pairs": near_pairs["total"],
+        "exact_pairs": exact_pairs["total"],
+        "train_test_pairs": near_pairs["train_test"],
+        "cross_dataset_pairs": near_pairs["cross_dataset"],
+        "cross_source_pairs": near_pairs["cross_source"],
+    }
+    is_train = f["_cell"].to_numpy() == train_cell[f["_ds"].to_numpy()]
+    relations = ["within_split", "cross_split", "train_test", "cross_dataset", "cross_source"]
+    image_key = {"within_split": "within_split", "cross_split": "cross_split", "train_test": "in_train",
+                 "cross_dataset": "cross_dataset", "cross_source": "cross_source"}
+    by_kind = pd.DataFrame({
+        "relation": relations,
+        "exact_pairs": [exact_pairs[k] for k in relations],
+        "near_pairs": [near_pairs[k] for k in relations],
+        "exact_images": [int(((rel[f"exact_{image_key[k]}"] > 0) & (~is_train if k == "train_test" else True)).sum())
+                         for k in relations],
+        "near_images": [int(((rel[f"near_{image_key[k]}"] > 0) & (~is_train if k == "train_test" else True)).sum())
+                        for k in relations],
+    })
+    rank = {k: i for i, k in enumerate(KINDS)}
+    listed = per[per["flag"]].assign(_rank=lambda d: d["kind"].map(rank)).sort_values(["_rank", "distance", "_row"])
+    tables = {
+        "leakage": leakage,
+        "by_kind": by_kind,
+        "pairs": listed.head(max_listed)[["dataset", "id", "split", "match_dataset", "match_id", "match_split",
+                                          "distance", "kind", "exact"]].reset_index(drop=True),
+    }
+    return counts, tables
+
+
+@dataclass
+class _Graph:
+    """What both near-copy searches share: the image frame, content nodes, exact-copy counts, split cells."""
+
+    f: pd.DataFrame
+    node: np.ndarray
+    n_nodes: int
+    first: np.ndarray
+    rel_exact: dict
+    exact_pairs: dict
+    train_cell: np.ndarray
+    test_cell: np.ndarray
+    train_split: str
+
+    def near(self, u: np.ndarray, v: np.ndarray, d: np.ndarray, score, max_listed: int):
+        """``(per, counts, tables)`` for node edges ``(u, v)``: :func:`_near_frame` then :func:`_report`."""
+        per, rel, pairs = _near_frame(self.f, self.node, self.n_nodes, u, v, d, self.rel_exact, self.train_cell,
+                                      self.test_cell, self.train_split, score)
+        counts, tables = _report(self.f, per, rel, pairs, self.exact_pairs, self.train_cell, self.test_cell,
+                                 self.train_split, max_listed)
+        return per, counts, tables
+
+
+# ---------------------------------------------------------------------------
 # the audit
 # ---------------------------------------------------------------------------
 
@@ -404,9 +558,9 @@ def _int_option(value, name: str, lo: int, hi: int) -> int:
     try:
         out = int(value)
     except (TypeError, ValueError):
-        raise DatakitError(f"duplicates: {name} must be an integer in {lo}..{hi}, got {value!r}") from None
+        raise OptionError(f"duplicates: {name} must be an integer in {lo}..{hi}, got {value!r}") from None
     if isinstance(value, float) and value != out or not lo <= out <= hi:
-        raise DatakitError(f"duplicates: {name} must be an integer in {lo}..{hi}, got {value!r}")
+        raise OptionError(f"duplicates: {name} must be an integer in {lo}..{hi}, got {value!r}")
     return out
 
 
@@ -414,7 +568,10 @@ def _int_option(value, name: str, lo: int, hi: int) -> int:
 def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_split: str = "train",
                test_split: str = "test", verify: str = "pixels", min_similarity: float = 0.98,
                n_examples: int = 8, max_listed: int = 1000, n_jobs: int | None = None,
-               workers: int | None = 0, scheduler: str | None = None) -> AuditResult:
+               workers: int | None = 0, scheduler: str | None = None, mode: str = "phash",
+               features="gist", max_cosine: float = DEFAULT_MAX_COSINE, center: bool = False,
+               features_options: dict | None = None, weights: str | None = None,
+               max_neighbors: int = 100) -> AuditResult:
     """Exact and near duplicates within splits, across splits, sources and datasets.
 
     Parameters
@@ -446,12 +603,42 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
         Threads for the hash search (None: 1; -1: one per core).
     workers : int, optional
         Worker processes for the per-image work (reading images without a
-        stored ``phash``, thumbnails for the pixel check), through
+        stored ``phash``, thumbnails for the pixel check, features), through
         :func:`datakit.parallel.get_executor`: 0 (default) runs in this
         process, None uses one per core.
     scheduler : str, optional
         Run that per-image work on a Dask cluster instead (``tcp://HOST:PORT``
         or ``"local-cluster"``; ``datakit audit --scheduler``).
+    mode : {"phash", "semantic", "both"}, default "phash"
+        Near copies from pHash (as above), from the cosine distance between
+        feature vectors (``features``: finds crops, rescales and
+        recompressions that pHash misses; :mod:`audits._semantic`), or both,
+        reported side by side (``semantic_*`` keys and columns) with the pairs
+        only one search finds counted.
+    features : str or FeatureExtractor, default "gist"
+        The feature space of the semantic search: a name of
+        :func:`datakit.features.list_features`, several joined by ``+``
+        (``"hog+tiny"``: equal weight), or an extractor object (of a
+        comma-separated list, as ``datakit audit --features`` gives, the first). GIST found
+        99% of crops, rescales, JPEG-50 and brightness copies of CIFAR-10
+        images at a false-positive rate of 1e-5, HOG 94%, pHash 76%
+        (``bench/results/semantic_duplicates.md``).
+    max_cosine : float, default 0.08
+        Largest cosine distance (``1 - cos``, in (0, 1)) of a semantic near
+        copy: GIST's threshold at that false-positive rate (other feature
+        spaces need their own, e.g. about 0.2 for ``hog``).
+    center : bool, default False
+        Subtract the mean feature vector of the audited images before the
+        cosine (helps ``hog+tiny`` a little, hurts ``gist`` badly).
+    features_options : dict, optional
+        Options of the extractor (keyed by extractor name when ``features``
+        names several), e.g. ``{"size": 32}``.
+    weights : str, optional
+        Weights file of the ``pretrained`` extractor (same as
+        ``features_options={"weights": ...}``; ignored when ``features`` has no ``pretrained``).
+    max_neighbors : int, default 100
+        Semantic copies kept per image (the nearest), bounding the pairs of a
+        large cluster of alike images.
 
     Returns
     -------
@@ -476,11 +663,21 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
         matches). ``figures``: ``examples`` (pairs side by side),
         ``distances`` (histogram).
 
+        With ``mode="semantic"`` or ``"both"``, the semantic search adds the
+        same columns, tables and summary keys (but the exact-copy ones)
+        prefixed ``semantic_`` (``semantic_pairs`` for ``near_pairs``), with
+        ``semantic_failed`` (images without features; the table lists the
+        reasons) and figure ``semantic_examples``; ``mode="both"`` also counts
+        pairs found by both searches or one (``both_pairs``,
+        ``semantic_only_pairs``, ``phash_only_pairs``; ``tables["overlap"]``).
+        See :func:`audits._semantic.add_semantic`.
+
     Raises
     ------
     DatakitError
-        If ``max_distance``, ``verify``, ``min_similarity``, ``n_examples``, ``max_listed``, ``n_jobs`` or
-        ``workers`` is out of range.
+        (also a ``ValueError``) If ``max_distance``, ``verify``, ``min_similarity``, ``n_examples``,
+        ``max_listed``, ``n_jobs``, ``workers``, ``mode``, ``features``, ``max_cosine``,
+        ``features_options`` or ``max_neighbors`` is out of range.
     """
     r = _int_option(max_distance, "max_distance", 0, MAX_DISTANCE)
     n_examples = _int_option(n_examples, "n_examples", 0, 100)
@@ -490,19 +687,24 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     if n_jobs is not None:
         n_jobs = _int_option(n_jobs, "n_jobs", -1, 1024)
         if n_jobs == 0:
-            raise DatakitError("duplicates: n_jobs must be -1 (every core) or a positive integer, got 0")
+            raise OptionError("duplicates: n_jobs must be -1 (every core) or a positive integer, got 0")
     if verify not in ("pixels", "none"):
-        raise DatakitError(f"duplicates: unknown verify={verify!r}. Valid values are {{pixels, none}}.")
+        raise OptionError(f"duplicates: unknown verify={verify!r}. Valid values are {{pixels, none}}.")
     try:
         min_similarity = float(min_similarity)
     except (TypeError, ValueError):
-        raise DatakitError(f"duplicates: min_similarity must be a number in [-1, 1], got {min_similarity!r}") from None
+        raise OptionError(f"duplicates: min_similarity must be a number in [-1, 1], got {min_similarity!r}") from None
     if not -1.0 <= min_similarity <= 1.0:
-        raise DatakitError(f"duplicates: min_similarity must be a number in [-1, 1], got {min_similarity!r}")
+        raise OptionError(f"duplicates: min_similarity must be a number in [-1, 1], got {min_similarity!r}")
+    from audits import _semantic  # the semantic search; imports this module's helpers
+
+    sem = _semantic.check_options(mode=mode, features=features, max_cosine=max_cosine, center=center,
+                                  features_options=features_options, weights=weights, max_neighbors=max_neighbors)
     if not datasets:
         return skipped(NAME, "no dataset given")
     notes: list[str] = []
-    f = _frame(datasets, notes, workers, scheduler)
+    use_hash = mode in ("phash", "both")
+    f = _frame(datasets, notes, workers, scheduler, compute_hashes=use_hash)
     if f.empty:
         return skipped(NAME, "the datasets have no images")
     n = len(f)
@@ -516,135 +718,49 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     # Nodes are content ids: exact copies share one (and need no pixel check).
     node, n_nodes, first = _nodes(f)
     exact = _identity_neighbors(node, n_nodes)
-    rel = _relations(exact, f, train_cell, "exact")
-    exact_pairs = _pair_counts(exact, f, train_cell, test_cell)
-
-    # Near copies: pHash candidates between distinct contents, confirmed by pixels.
-    node_hash, node_hashed = f["phash"].to_numpy()[first], f["_hashed"].to_numpy()[first]
-    hn = np.flatnonzero(node_hashed)
-    pairs, dist = near_duplicate_pairs(node_hash[hn], r, return_distances=True, n_jobs=n_jobs)
-    u, v, d = hn[pairs[:, 0]], hn[pairs[:, 1]], dist
-    info_verify: dict = {"hash_candidate_pairs": int(len(u))}
-    if verify == "pixels" and len(u):
-        sim = _similarity(f, [ds.root for ds in datasets], first, u, v, workers, scheduler=scheduler)
-        keep = sim >= min_similarity
-        info_verify.update(confirmed_pairs=int(keep.sum()), rejected_pairs=int((~keep).sum()),
-                           rejected_similarity_max=float(sim[~keep].max()) if (~keep).any() else None)
-        if (~keep).any():
-            notes.append(f"{int((~keep).sum())} of {len(u)} pHash candidate pairs (distinct images within "
-                         f"{r} bits) were rejected: thumbnail correlation below {min_similarity} (different "
-                         f"images that hash alike, common for small centred digits)")
-        u, v, d = u[keep], v[keep], d[keep]
-    near_nb = _edge_neighbors(node, n_nodes, u, v)
-    rel.update(_relations(near_nb, f, train_cell, "near"))
-    near_pairs = _pair_counts(near_nb, f, train_cell, test_cell)
-
-    best = _matches(f, node, u, v, d, rel["near_total"] > 0, train_split)
-    flag = np.zeros(n, dtype=bool)
-    match = np.full(n, -1, dtype=np.int64)
-    distance = np.full(n, -1, dtype=np.int64)
-    nearest = np.full(n, -1, dtype=np.int64)
-    kind = np.full(n, None, dtype=object)
-    rows = best["row"].to_numpy(dtype=np.int64)
-    flag[rows] = True
-    match[rows] = best["match"].to_numpy(dtype=np.int64)
-    distance[rows] = best["distance"].to_numpy(dtype=np.int64)
-    nearest[rows] = best["nearest"].to_numpy(dtype=np.int64)
-    kind[rows] = np.array(KINDS, dtype=object)[best["kind"].to_numpy(dtype=np.int64)]
-    mrow = np.where(flag, match, 0)
-    is_train = f["_cell"].to_numpy() == train_cell[f["_ds"].to_numpy()]
-    ids = f["id"].to_numpy()
-    per = pd.DataFrame({
-        "dataset": f["dataset"], "id": f["id"], "split": f["split"], "source": f["source"], "label": f["label"],
-        "flag": flag,
-        "score": np.where(flag, (r + 1 - nearest) / (r + 1), 0.0),
-        "distance": pd.Series(distance, dtype="Int64").mask(~flag),
-        "match_dataset": np.where(flag, f["dataset"].to_numpy()[mrow], None),
-        "match_id": np.where(flag, ids[mrow], None),
-        "match_split": np.where(flag, f["split"].to_numpy()[mrow], None),
-        "kind": kind,
-        "exact": flag & (node == node[mrow]),
-        "leak": ~is_train & (train_cell[f["_ds"].to_numpy()] >= 0) & (rel["near_in_train"] > 0),
-        "n_near": rel["near_total"],
-        "_row": np.arange(n), "_match": match, "_ds": f["_ds"],
-    })
-
-    # Leakage per dataset and non-train split.
-    leak_rows = []
-    for k in range(n_ds):
-        if train_cell[k] < 0:
-            continue
-        sub = f["_ds"].to_numpy() == k
-        for split in sorted(set(f.loc[sub, "split"]) - {train_split}):
-            m = sub & (f["split"].to_numpy() == split)
-            near_in = int((rel["near_in_train"][m] > 0).sum())
-            leak_rows.append({"dataset": f.loc[m, "dataset"].iloc[0], "split": split, "images": int(m.sum()),
-                              "exact_in_train": int((rel["exact_in_train"][m] > 0).sum()),
-                              "near_in_train": near_in, "fraction": near_in / int(m.sum())})
-    leakage = pd.DataFrame(leak_rows, columns=["dataset", "split", "images", "exact_in_train", "near_in_train",
-                                               "fraction"])
-    test = np.isin(f["_cell"].to_numpy(), test_cell[test_cell >= 0]) & (train_cell[f["_ds"].to_numpy()] >= 0)
-    n_test = int(test.sum())
-    leaked = int((rel["near_in_train"][test] > 0).sum())
+    g = _Graph(f, node, n_nodes, first, _relations(exact, f, train_cell, "exact"),
+               _pair_counts(exact, f, train_cell, test_cell), train_cell, test_cell, train_split)
+    roots = [ds.root for ds in datasets]
+    result = AuditResult(NAME, notes=notes)
+    hash_edges = None
+    if use_hash:
+        # Near copies: pHash candidates between distinct contents, confirmed by pixels.
+        node_hash, node_hashed = f["phash"].to_numpy()[first], f["_hashed"].to_numpy()[first]
+        hn = np.flatnonzero(node_hashed)
+        pairs, dist = near_duplicate_pairs(node_hash[hn], r, return_distances=True, n_jobs=n_jobs)
+        u, v, d = hn[pairs[:, 0]], hn[pairs[:, 1]], dist
+        info_verify: dict = {"hash_candidate_pairs": int(len(u))}
+        if verify == "pixels" and len(u):
+            sim = _similarity(f, roots, first, u, v, workers, scheduler=scheduler)
+            keep = sim >= min_similarity
+            info_verify.update(confirmed_pairs=int(keep.sum()), rejected_pairs=int((~keep).sum()),
+                               rejected_similarity_max=float(sim[~keep].max()) if (~keep).any() else None)
+            if (~keep).any():
+                notes.append(f"{int((~keep).sum())} of {len(u)} pHash candidate pairs (distinct images within "
+                             f"{r} bits) were rejected: thumbnail correlation below {min_similarity} (different "
+                             f"images that hash alike, common for small centred digits)")
+            u, v, d = u[keep], v[keep], d[keep]
+        hash_edges = np.stack([u, v], axis=1)
+        per, counts, result.tables = g.near(u, v, d, lambda near: (r + 1 - near) / (r + 1), max_listed)
+        result.summary = {**counts, "n_images": n, "max_distance": r}
+        examples = _example_rows(per, n_examples)
+        if len(examples):  # n_examples=0: no figures (fast, e.g. in CI gates)
+            result.figures["examples"] = _pairs_figure(f, examples, roots,
+                                                       f"Near-duplicate pairs (pHash distance <= {r} of 64 bits)")
+            result.figures["distances"] = _histogram_figure(per, r)
+        result.info = {
+            "max_distance": r, "train_split": train_split, "test_split": test_split,
+            "datasets": list(pd.unique(f["dataset"])), "distinct_contents": int(n_nodes),
+            "hash": "64-bit DCT pHash (datakit.hashing)", "search": "multi-index hashing (datakit.dedup)",
+            "verify": verify, "min_similarity": min_similarity, **info_verify,
+            "examples": examples[["dataset", "id", "match_dataset", "match_id", "distance", "kind"]].to_dict("records"),
+        }
+        result.per_image = per
     if not (train_cell >= 0).any() or not (test_cell >= 0).any():
         notes.append(f"no dataset has both a {train_split!r} and a {test_split!r} split: leakage is reported as 0 "
                      f"(set train_split= / test_split= to the split names used)")
-
-    def images(key: str) -> int:
-        return int((rel[key] > 0).sum())
-
-    summary = {  # headline first: the terminal summary shows the first few
-        "leakage_test_in_train": leaked,
-        "leakage_fraction": leaked / n_test if n_test else 0.0,
-        "cross_dataset_images": images("near_cross_dataset"),
-        "near_within": images("near_within_split"),
-        "exact_within": images("exact_within_split"),
-        "leakage_exact_test_in_train": int((rel["exact_in_train"][test] > 0).sum()),
-        "n_test": n_test,
-        "near_across_splits": images("near_cross_split"),
-        "exact_across_splits": images("exact_cross_split"),
-        "cross_source_images": images("near_cross_source"),
-        "flagged_images": int(flag.sum()),
-        "near_pairs": near_pairs["total"],
-        "exact_pairs": exact_pairs["total"],
-        "train_test_pairs": near_pairs["train_test"],
-        "cross_dataset_pairs": near_pairs["cross_dataset"],
-        "cross_source_pairs": near_pairs["cross_source"],
-        "n_images": n,
-        "max_distance": r,
-    }
-    relations = ["within_split", "cross_split", "train_test", "cross_dataset", "cross_source"]
-    image_key = {"within_split": "within_split", "cross_split": "cross_split", "train_test": "in_train",
-                 "cross_dataset": "cross_dataset", "cross_source": "cross_source"}
-    by_kind = pd.DataFrame({
-        "relation": relations,
-        "exact_pairs": [exact_pairs[k] for k in relations],
-        "near_pairs": [near_pairs[k] for k in relations],
-        "exact_images": [int(((rel[f"exact_{image_key[k]}"] > 0) & (~is_train if k == "train_test" else True)).sum())
-                         for k in relations],
-        "near_images": [int(((rel[f"near_{image_key[k]}"] > 0) & (~is_train if k == "train_test" else True)).sum())
-                        for k in relations],
-    })
-    rank = {k: i for i, k in enumerate(KINDS)}
-    listed = per[per["flag"]].assign(_rank=lambda d: d["kind"].map(rank)).sort_values(["_rank", "distance", "_row"])
-    tables = {
-        "leakage": leakage,
-        "by_kind": by_kind,
-        "pairs": listed.head(max_listed)[["dataset", "id", "split", "match_dataset", "match_id", "match_split",
-                                          "distance", "kind", "exact"]].reset_index(drop=True),
-    }
-    figures = {}
-    examples = _example_rows(per, n_examples)
-    roots = [ds.root for ds in datasets]
-    if len(examples):  # n_examples=0: no figures (fast, e.g. in CI gates)
-        figures["examples"] = _pairs_figure(f, examples, roots, r)
-        figures["distances"] = _histogram_figure(per, r)
-    info = {
-        "max_distance": r, "train_split": train_split, "test_split": test_split,
-        "datasets": list(pd.unique(f["dataset"])), "distinct_contents": int(n_nodes),
-        "hash": "64-bit DCT pHash (datakit.hashing)", "search": "multi-index hashing (datakit.dedup)",
-        "verify": verify, "min_similarity": min_similarity, **info_verify,
-        "examples": examples[["dataset", "id", "match_dataset", "match_id", "distance", "kind"]].to_dict("records"),
-    }
-    per = per.drop(columns=["_row", "_match", "_ds"])
-    return AuditResult(NAME, summary=summary, per_image=per, tables=tables, figures=figures, info=info, notes=notes)
+    if mode != "phash":
+        _semantic.add_semantic(result, g, datasets, sem, hash_edges=hash_edges, n_examples=n_examples,
+                               max_listed=max_listed, workers=workers, scheduler=scheduler)
+    result.per_image = result.per_image.drop(columns=["_row", "_match", "_ds"], errors="ignore")
+    return result

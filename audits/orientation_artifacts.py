@@ -65,8 +65,8 @@ def corner_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04,
         Largest per-channel difference (0-1) from the corner color that still
         counts as fill (JPEG noise).
     min_leg : float
-        Shortest accepted triangle leg, as a fraction of the image side
-        (at least 2 pixels).
+        Shortest accepted longer leg of a triangle, as a fraction of its image
+        side; the shorter leg may be half as long (at least 2 pixels).
     return_legs : bool
         Also return the legs (along the horizontal and the vertical border).
 
@@ -93,9 +93,12 @@ def corner_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04,
         left = (np.abs(v[:, :, 0, :] - color[:, 0]) <= tol).all(-1)
         a, b = _run_length(top), _run_length(left)
         legs[:, c, 0], legs[:, c, 1] = a, b
-        long_leg = np.maximum(a / w, b / h)
-        ok = (a >= max(2, min_leg * w)) & (b >= max(2, min_leg * h)) & (long_leg >= 2.5 * min_leg) \
-            & (a < w) & (b < h)
+        # legs as fractions of their borders: the longer at least min_leg (and 2.5 min_leg overall), the
+        # shorter at least half of it. A wide photo rotated by ~15 degrees has one pair of thin triangles
+        # (e.g. 10 x 32 pixels in a 300 x 126 image); the straightness and outside checks below still apply.
+        fa, fb = a / w, b / h
+        long_leg, short_leg = np.maximum(fa, fb), np.minimum(fa, fb)
+        ok = (a >= 2) & (b >= 2) & (short_leg >= 0.5 * min_leg) & (long_leg >= 2.5 * min_leg) & (a < w) & (b < h)
         for i in np.flatnonzero(ok):
             r = xx / a[i] + yy / b[i]
             inside, band = r < 0.85, (r > 1.2) & (r < 1.8)

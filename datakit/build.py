@@ -79,6 +79,8 @@ _STAGE_COLUMNS = {
     # the candidates source's content id of the image as found (crowd tasks are keyed by it); chunks staged
     # before this column existed read it as null
     "candidate_id": "string",
+    # the decoded image's size before normalization; null in chunks staged before these columns existed
+    "original_width": "Int64", "original_height": "Int64",
 }
 
 
@@ -342,7 +344,9 @@ def process_item(item: SourceItem, *, normalizer: Callable, label_map: dict | No
     Returns
     -------
     dict
-        ``ok=True`` with ``id``, ``path``, ``width``, ``height``, ``phash`` and
+        ``ok=True`` with ``id``, ``path``, ``width``, ``height`` (of the stored
+        image), ``original_width``, ``original_height`` (of the decoded image,
+        before the normalizer), ``phash`` and
         ``thumb`` (the 1,024 bytes of :func:`datakit.dedup.thumbnail_pixels`,
         for the near-duplicate pixel check); or ``ok=False`` with ``stage`` (label/decode/normalize), ``reason`` and ``detail``.
     """
@@ -357,6 +361,7 @@ def process_item(item: SourceItem, *, normalizer: Callable, label_map: dict | No
         image = item_to_image(item)
     except ImageRejected as exc:
         return _rejection("decode", exc.reason, exc.detail)
+    original_width, original_height = image.size if isinstance(image, Image.Image) else np.shape(image)[1::-1]
     try:
         array = normalizer(image)
     except ImageRejected as exc:
@@ -366,7 +371,8 @@ def process_item(item: SourceItem, *, normalizer: Callable, label_map: dict | No
         raise TypeError(f"the normalizer returned {array.dtype}, expected uint8")
     image_id, rel = _put_image(store_root, encode_png(array))
     return {"ok": True, "id": image_id, "path": rel, "width": int(array.shape[1]),
-            "height": int(array.shape[0]), "phash": phash(array), "thumb": thumbnail_pixels(array).tobytes()}
+            "height": int(array.shape[0]), "original_width": int(original_width),
+            "original_height": int(original_height), "phash": phash(array), "thumb": thumbnail_pixels(array).tobytes()}
 
 
 # --------------------------------------------------------------------------- staging

@@ -30,6 +30,15 @@ def _list_audits() -> None:
         click.echo(f"{name:24s} {doc[0] if doc else ''}")
 
 
+def _list_features() -> None:
+    from datakit.features import list_features
+    from datakit.features.base import FEATURES
+
+    for name in list_features():
+        doc = (FEATURES.get(name).__doc__ or "").strip().splitlines()
+        click.echo(f"{name:12s} {doc[0] if doc else ''}")
+
+
 @click.command("audit")
 @click.argument("datasets", nargs=-1, type=click.Path(exists=True, file_okay=False))
 @click.option("--audits", "audit_names", default=None, metavar="A,B",
@@ -50,13 +59,20 @@ def _list_audits() -> None:
 @click.option("--group-by", type=click.Choice(["auto", "dataset", "source"]), default=None,
               help="Compare datasets, or the sources (manifest `source` column) within them "
                    "(default: each audit's own; auto = sources when one dataset has several).")
+@click.option("--features", "features", default=None, metavar="A,B",
+              help="Feature spaces for the probes, map and semantic duplicates (default: each audit's own; "
+                   "hog, gist, color_hist, tiny, learned, pretrained). See --list-features.")
+@click.option("--weights", "weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="A torchvision weights file on disk for the `pretrained` feature space (loaded with "
+                   "weights_only=True; nothing is downloaded).")
+@click.option("--list-features", "list_features_only", is_flag=True, help="List the feature spaces and exit.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for every sample and probe.")
 @click.option("--list", "list_only", is_flag=True, help="List the registered audits and exit.")
 @workers_option
 @scheduler_option
 @quiet_option
-def audit(datasets, audit_names, out, formats, fail_on, option_specs, map_specs, group_by, seed, list_only,
-          workers, scheduler, quiet):
+def audit(datasets, audit_names, out, formats, fail_on, option_specs, map_specs, group_by, features, weights,
+          list_features_only, seed, list_only, workers, scheduler, quiet):
     """Audit one or more datasets for bias; write a report.
 
     Runs the audits (average images, Name That Dataset, cross-dataset
@@ -71,9 +87,13 @@ def audit(datasets, audit_names, out, formats, fail_on, option_specs, map_specs,
       datakit audit demo/digits
       datakit audit demo/cifar10_test demo/imagenette_subset --map imagenette_subset:n02102040=dog
       datakit audit demo/digits --audits name_that_dataset --fail-on 'name_that_dataset.accuracy>0.9'
+      datakit audit demo/cifar10_test demo/imagenette_subset --features hog,gist --weights resnet18.pth
     """
     if list_only:
         _list_audits()
+        return
+    if list_features_only:
+        _list_features()
         return
     if not datasets:
         raise click.UsageError("Give one or more DATASET directories (or --list).")
@@ -108,7 +128,7 @@ def audit(datasets, audit_names, out, formats, fail_on, option_specs, map_specs,
 
     try:
         run = run_audits(opened, selected, options, class_map=class_map, seed=seed, group_by=group_by,
-                         progress=progress, workers=workers, scheduler=scheduler)
+                         progress=progress, workers=workers, scheduler=scheduler, features=features, weights=weights)
     finally:
         bar.close()
     paths = write_report(run, out, formats)

@@ -1,4 +1,4 @@
-"""Normalization styles (MNIST, USPS, Caltech resize, none): pure functions on arrays.
+"""Normalization styles (MNIST, USPS, Caltech, ImageNet, none): pure functions on arrays.
 
 Each registered normalizer is ``fn(image, **options) -> ndarray`` (uint8,
 (H, W) or (H, W, 3)); it accepts any image :func:`datakit.sources.decode.to_array`
@@ -14,8 +14,12 @@ Examples
 >>> digit = np.zeros((50, 50), np.uint8); digit[10:40, 20:30] = 255
 >>> fn(digit).shape
 (28, 28)
->>> get_normalizer("resize", width=64)(np.zeros((32, 128, 3), np.uint8)).shape
+>>> get_normalizer("caltech", width=64)(np.zeros((32, 128, 3), np.uint8)).shape
 (16, 64, 3)
+>>> get_normalizer("imagenet")(np.zeros((375, 500, 3), np.uint8)).shape
+(224, 224, 3)
+
+``resize`` is the older name of ``caltech`` (the same function).
 """
 from __future__ import annotations
 
@@ -41,13 +45,16 @@ NORMALIZERS = Registry("normalizer")
 
 # import the modules (not their functions: a function named like its module would
 # hide the module, e.g. ``import datakit.normalize.mnist`` would give the function)
+from datakit.normalize import imagenet as _imagenet_mod  # noqa: E402
 from datakit.normalize import mnist as _mnist_mod  # noqa: E402
 from datakit.normalize import resize as _resize_mod  # noqa: E402
 from datakit.normalize import usps as _usps_mod  # noqa: E402
 
 NORMALIZERS.register("mnist")(_mnist_mod.mnist)
 NORMALIZERS.register("usps")(_usps_mod.usps)
-NORMALIZERS.register("resize")(_resize_mod.resize)
+NORMALIZERS.register("caltech")(_resize_mod.resize)
+NORMALIZERS.register("resize")(_resize_mod.resize)  # alias of "caltech" (its name before ImageNet style existed)
+NORMALIZERS.register("imagenet")(_imagenet_mod.imagenet)
 NORMALIZERS.register("none")(_resize_mod.identity)
 
 
@@ -76,8 +83,10 @@ def _check_values(name: str, opts: dict[str, Any]) -> None:
             opts["canvas"] = size
             opts["box"] = size if box is None else box
         _mnist_mod.check_mnist_options(**opts)
-    elif name == "resize":
+    elif name in ("caltech", "resize"):
         _resize_mod.check_resize_options(**opts)
+    elif name == "imagenet":
+        _imagenet_mod.check_imagenet_options(**opts)
     elif name == "none":
         _resize_mod.check_resize_options(1, opts["mode"])
 
@@ -88,7 +97,8 @@ def get_normalizer(name: str, **options: Any) -> Callable[[Any], np.ndarray]:
     Parameters
     ----------
     name : str
-        A registered name: ``"mnist"``, ``"usps"``, ``"resize"``, ``"none"``.
+        A registered name: ``"mnist"``, ``"usps"``, ``"caltech"`` (alias
+        ``"resize"``), ``"imagenet"``, ``"none"``.
     **options
         The normalizer's keyword options (see each function); unknown names and
         bad values fail here, not in the middle of a build.

@@ -1,4 +1,8 @@
-"""Caltech-101 style: scale to a target width keeping the aspect ratio; and ``none``."""
+"""Caltech-101 style: scale to a target width keeping the aspect ratio; and ``none``.
+
+:func:`resize` is registered as the ``caltech`` normalizer, and as ``resize``
+(its earlier name, kept so existing recipes still build).
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -19,7 +19,7 @@ __all__ = ["AuditRun", "run_audits", "resolve_audits", "parse_option", "parse_cl
 logger = logging.getLogger(__name__)
 
 #: options the runner hands to every audit that declares them
-GLOBAL_OPTIONS = ("class_map", "seed", "group_by", "workers", "scheduler")
+GLOBAL_OPTIONS = ("class_map", "seed", "group_by", "workers", "scheduler", "features", "weights")
 
 
 @dataclass
@@ -156,7 +156,8 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
                class_map: Mapping[str, Mapping[str, str]] | None = None, seed: int = 0,
                group_by: str | None = None,
                progress: Callable[[str, bool], None] | None = None,
-               workers: int | None = None, scheduler: str | None = None) -> AuditRun:
+               workers: int | None = None, scheduler: str | None = None, features: str | None = None,
+               weights: str | None = None) -> AuditRun:
     """Run audits and collect their results.
 
     Parameters
@@ -179,6 +180,12 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
         Given to every audit that does per-image work through
         :func:`datakit.parallel.get_executor` (local processes, or a Dask
         scheduler address / ``"local-cluster"``).
+    features : str, optional
+        Feature spaces (:mod:`datakit.features`, comma-separated), given to every
+        audit that takes ``features`` (an audit that uses one space takes the first).
+    weights : str, optional
+        A weights file on disk for the ``pretrained`` feature space, given to every
+        audit that takes ``weights``; checked (exists) before any audit runs.
 
     Returns
     -------
@@ -207,6 +214,12 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
         if audit not in selected:
             raise DatakitError(f"--option given for audit {audit!r}, which is not selected. "
                                f"Selected audits are {{{', '.join(selected)}}}.")
+    if weights is not None:
+        import os
+
+        if not os.path.isfile(weights):
+            raise DatakitError(f"--weights {weights}: no such file. Give a torchvision weights file on disk "
+                               "(nothing is downloaded).")
     calls = {}
     for name in selected:
         fn = get_audit(name)
@@ -217,7 +230,7 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
             raise DatakitError(f"Unknown option {unknown[0]!r} for audit {name!r}. "
                                f"Valid values are {{{', '.join(sorted(named))}}}.")
         glob = {"class_map": dict(class_map or {}) or None, "seed": seed, "group_by": group_by,
-                "workers": workers, "scheduler": scheduler}
+                "workers": workers, "scheduler": scheduler, "features": features, "weights": weights}
         for key in GLOBAL_OPTIONS:
             if key in named and key not in kwargs and glob[key] is not None:
                 kwargs[key] = glob[key]

@@ -8,6 +8,9 @@ __all__ = ["MANIFEST_COLUMNS", "REJECTED_COLUMNS", "empty_manifest", "empty_reje
 #: One row per kept image. ``label`` is the dataset class id (a wnid or a class
 #: name), ``label_name`` its readable name; ``source_label`` is the label as the
 #: source gave it; ``phash`` is a 64-bit DCT perceptual hash (uint64).
+#: ``width``/``height`` are the stored (normalized) image's size in pixels;
+#: ``original_width``/``original_height`` the decoded image's size before
+#: normalization (null for datasets built before they were recorded).
 MANIFEST_COLUMNS: dict[str, str] = {
     "id": "string",
     "path": "string",
@@ -22,6 +25,8 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "rank": "Int64",
     "width": "Int64",
     "height": "Int64",
+    "original_width": "Int64",
+    "original_height": "Int64",
     "phash": "uint64",
     "votes": "Int64",
     "p_correct": "float64",

@@ -33,7 +33,7 @@ from datakit.registry import Registry
 
 __all__ = [
     "ModelConfigError", "MODELS", "register_model", "get_model", "list_models", "LeNet5", "LeNet1989", "MaskedConv2d",
-    "LocallyBiasedMaskedConv2d", "ScaledTanh", "LECUN_C3_TABLE", "LENET1989_H2_TABLE",
+    "LocallyBiasedMaskedConv2d", "ScaledTanh", "LECUN_C3_TABLE", "LENET1989_H2_TABLE", "ConvNet4",
 ]
 
 logger = logging.getLogger(__name__)
@@ -366,3 +366,58 @@ def _register_torchvision(name: str) -> None:
 
 for _name in ("alexnet", "vgg11", "vgg16", "googlenet", "resnet18", "resnet50"):
     _register_torchvision(_name)
+
+
+# --------------------------------------------------------------------------- a small conv net for photos
+
+
+class ConvNet4(nn.Module):
+    """A small conv net for small photos (e.g. 64x64 RGB), fast enough to train on a CPU.
+
+    Four blocks of 3x3 convolution (no bias) -> batch norm -> ReLU -> 2x2
+    max-pooling, with ``width``, 2, 4 and 8 x ``width`` maps, then global
+    average pooling and one linear layer. The pooled vector (8 x ``width``
+    values, 128 by default) is the penultimate layer, returned by
+    :meth:`forward_features`. Any input of at least 16x16 works (the global
+    pooling absorbs the size); ``input_size`` is the size the data is resized to.
+
+    Parameters
+    ----------
+    num_classes : int
+    in_channels : int
+    input_size : (H, W)
+    width : int
+        Maps of the first block (>= 1).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, input_size=(64, 64), width: int = 16) -> None:
+        super().__init__()
+        h, w = _as_size(input_size)
+        if min(h, w) < 16:
+            raise ValueError(f"input_size must be at least 16x16 (four 2x2 poolings), got {input_size!r}")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(f"width must be a positive integer, got {width!r}")
+        self.input_size = (h, w)
+        self.config = {"input_size": [h, w], "width": width}
+        chans = [in_channels, width, 2 * width, 4 * width, 8 * width]
+        self.features = nn.Sequential(*[
+            nn.Sequential(nn.Conv2d(chans[i], chans[i + 1], 3, padding=1, bias=False), nn.BatchNorm2d(chans[i + 1]),
+                          nn.ReLU(inplace=True), nn.MaxPool2d(2))
+            for i in range(4)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(chans[-1], num_classes)
+        self.num_features = chans[-1]
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) float -> penultimate features (N, 8 * width)."""
+        return torch.flatten(self.pool(self.features(x)), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, C, H, W) float -> logits (N, num_classes)."""
+        return self.fc(self.forward_features(x))
+
+
+@register_model("convnet4")
+def convnet4(num_classes: int = 10, in_channels: int = 3, input_size=(64, 64), width: int = 16) -> nn.Module:
+    """Small 4-block conv net for 64x64 photos (penultimate 8 x width); see :class:`ConvNet4`."""
+    return ConvNet4(num_classes, in_channels, input_size=input_size, width=width)

@@ -15,12 +15,12 @@ from datakit.registry import UnknownNameError
 
 
 def test_registered_names():
-    assert NORMALIZERS.names() == ["mnist", "none", "resize", "usps"]
+    assert NORMALIZERS.names() == ["caltech", "imagenet", "mnist", "none", "resize", "usps"]
 
 
 def test_unknown_normalizer_lists_the_valid_ones():
     with pytest.raises(UnknownNameError, match=r"Unknown normalizer 'minst'. Did you mean 'mnist'\? "
-                                               r"Valid values are \{mnist, none, resize, usps\}"):
+                                               r"Valid values are \{caltech, imagenet, mnist, none, resize, usps\}"):
         get_normalizer("minst")
 
 
