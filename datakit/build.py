@@ -19,7 +19,9 @@ and ``p_correct`` from crowd votes and puts the images chosen by selection
 frequency (ImageNetV2) into the curated split; the others are rejected (stage
 ``curate``) or split elsewhere. The vote files' sha256 is part of the build key,
 and curated builds keep ``.build`` (metadata only), so new votes re-run only
-the finalize pass.
+the finalize pass. A ``[relabel]`` table works the same way: after the splits,
+it relabels, keeps or drops the images a crowd re-annotated
+(:mod:`datakit.crowd.relabel`); its vote files are part of the build key too.
 
 A re-run of a complete build with the same recipe, data root and available
 sources does no work. Timings live in ``datakit.json``, never in the manifest,
@@ -146,6 +148,9 @@ class BuildPlan:
     curate : dict or None
         ``[curate]`` paths resolved (``annotations``, ``consensus``, ``reference``)
         and their sha256 (``sha256``).
+    relabel : dict or None
+        ``[relabel]`` paths resolved (``annotations``, ``relabel``) and their sha256
+        (:func:`datakit.crowd.relabel.plan_relabel`).
     """
 
     recipe: Recipe
@@ -157,6 +162,7 @@ class BuildPlan:
     unused: dict[str, str] = field(default_factory=dict)
     staging_key: str = ""
     curate: dict | None = None
+    relabel: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.staging_key:
@@ -218,17 +224,25 @@ def plan_build(recipe: str | os.PathLike | Recipe, *, data_root: str | os.PathLi
     key_src = {"recipe": recipe.sha256, "data_root": None if root is None else str(Path(root).resolve()),
                "sources": [s.name for s, _ in active], "staging": _STAGING_VERSION}
     curate = None
+    relabel = None
     staging_key = None
     if recipe.curate is not None:
         curate = _plan_curate(recipe, None if root is None else Path(root))
         key_src["curate_inputs"] = curate["sha256"]
+    if recipe.relabel is not None:
+        from datakit.crowd.relabel import plan_relabel
+
+        relabel = plan_relabel(recipe.relabel, recipe_path=recipe.path, data_root=None if root is None else Path(root))
+        key_src["relabel_inputs"] = relabel["sha256"]
+    if curate is not None or relabel is not None:
         staging_src = dict(key_src, recipe=recipe.processing_sha256())
-        staging_src.pop("curate_inputs")
+        staging_src.pop("curate_inputs", None)
+        staging_src.pop("relabel_inputs", None)
         staging_key = hashlib.sha256(json.dumps(staging_src, sort_keys=True).encode()).hexdigest()
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
     return BuildPlan(recipe=recipe, data_root=None if root is None else Path(root), sources=active,
                      skipped=skipped, normalizer=normalizer, key=key, unused=unused, staging_key=staging_key or key,
-                     curate=curate)
+                     curate=curate, relabel=relabel)
 
 
 # --------------------------------------------------------------------------- [curate] inputs
@@ -613,6 +627,12 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     if curation is not None:
         kept, cur_rej = _apply_curation(recipe.curate, kept, curation)
         groups = kept["near_dup_group"].to_numpy(dtype=np.int64)
+    relabel_rej = relabelling = None
+    if plan.relabel is not None:  # after the splits: a relabelled image stays in its split
+        from datakit.crowd.relabel import apply_relabel
+
+        kept, relabel_rej, relabelling = apply_relabel(recipe.relabel, plan.relabel, kept)
+        groups = kept["near_dup_group"].to_numpy(dtype=np.int64)
     moved = int(((kept["fixed"].notna()) & (kept["fixed"] != kept["split"])).fillna(False).sum())
     sizes = np.bincount(groups) if len(groups) else np.zeros(0, np.int64)
     label_names = recipe.categories
@@ -624,12 +644,14 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     manifest = conform(kept.drop(columns=[c for c in drop_cols if c in kept.columns]), MANIFEST_COLUMNS)
     manifest["phash"] = manifest["phash"].astype("uint64")
     rej_cols = ["id", "source", "source_ref", "stage", "reason", "detail"]
-    parts = [failed[rej_cols]] + [f[rej_cols] for f in (dup_rej, cur_rej) if f is not None and len(f)]
+    parts = [failed[rej_cols]] + [f[rej_cols] for f in (dup_rej, cur_rej, relabel_rej) if f is not None and len(f)]
     rejected = pd.concat(parts, ignore_index=True) if len(parts) > 1 else failed[rej_cols].reset_index(drop=True)
     rejected = conform(rejected, REJECTED_COLUMNS)
     stats = _dedup_stats(recipe, dist, sizes, moved, int(dup.sum()))
     if curation is not None:
         stats["curation"] = curation
+    if relabelling is not None:
+        stats["relabel"] = relabelling
     return manifest, rejected, stats
 
 
@@ -1292,7 +1314,7 @@ def build_dataset(recipe: str | os.PathLike | Recipe, out: str | os.PathLike, *,
     previous = _read_info(out)
     if (previous is not None and previous.get("complete") and previous.get("build_key") == plan.key
             and (out / "manifest.parquet").exists()):
-        if (out / STAGING_DIR).exists() and plan.curate is None:
+        if (out / STAGING_DIR).exists() and plan.curate is None and plan.relabel is None:
             shutil.rmtree(out / STAGING_DIR, ignore_errors=True)
         logger.info("%s is up to date with its recipe: nothing to do", out)
         return BuildResult(out=out, kept=previous["counts"]["kept"], rejected=previous["counts"]["rejected"],
@@ -1362,7 +1384,7 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
     process_seconds = t_final - t_proc
 
     writer = DatasetWriter(out)
-    if plan.curate is None:
+    if plan.curate is None and plan.relabel is None:
         final = _finalize_streaming(plan, staging, out, writer)
         n_kept, rejected, stats, classes = final["kept"], final["rejected"], final["stats"], final["classes"]
         counts, data_sha256 = final["counts"], final["data_sha256"]
@@ -1382,8 +1404,8 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
         writer.write_categories(pd.DataFrame({"label": classes,
                                               "name": [plan.recipe.categories.get(c, c) for c in classes]}))
         keep_ids = set(manifest["id"].astype(str))
-        # images [curate] did not select stay stored, so that new votes can re-curate without re-reading sources
-        keep_ids |= set(rejected.loc[rejected["stage"] == "curate", "id"].dropna().astype(str))
+        # images [curate] did not select ([relabel] dropped) stay stored: new votes re-run without re-reading sources
+        keep_ids |= set(rejected.loc[rejected["stage"].isin(["curate", "relabel"]), "id"].dropna().astype(str))
         removed = _remove_orphans(out, np.sort(_id_digest(pd.Series(list(keep_ids), dtype=object))))
         n_kept, counts, data_sha256 = len(manifest), _counts(manifest, rejected), Dataset(out).checksum
         del manifest
@@ -1421,8 +1443,9 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
         "classes": classes,
         "categories": {c: recipe.categories.get(c, c) for c in classes},
         "counts": counts,
-        "deduplication": {k: v for k, v in stats.items() if k != "curation"},
+        "deduplication": {k: v for k, v in stats.items() if k not in ("curation", "relabel")},
         **({"curation": stats["curation"]} if "curation" in stats else {}),
+        **({"relabel": stats["relabel"]} if "relabel" in stats else {}),
         "checksums": {"manifest_sha256": _file_sha256(out / "manifest.parquet"),
                       "rejected_sha256": _file_sha256(out / "rejected.parquet"),
                       "data_sha256": data_sha256},
@@ -1438,7 +1461,7 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
     if hasattr(os, "sync"):
         os.sync()
     writer.write_info(info)  # last: marks the build complete
-    if plan.curate is None:
+    if plan.curate is None and plan.relabel is None:
         staging.remove()
     else:
         logger.info("keeping %s: new votes re-run only the finalize pass", staging.dir)

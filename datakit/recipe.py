@@ -30,6 +30,13 @@ classes), the normalization and the split protocol of one dataset::
     strategy = "threshold"   # or "top" / "matched-frequency" (with reference = ...)
     threshold = 0.7
 
+    [relabel]                # optional: apply crowd re-annotation of flagged labels
+    annotations = "digits"   # the dataset directory with relabel.parquet + annotations.parquet
+    method = "majority_vote" # or "dawid_skene"
+    min_votes = 3
+    agreement = 0.6
+    unresolved = "keep"      # or "drop"
+
 Every malformed recipe raises :class:`datakit.errors.RecipeError` before any
 work is done, naming the key and, for names, the valid choices.
 """
@@ -56,6 +63,7 @@ __all__ = [
     "NormalizeSpec",
     "SplitSpec",
     "CurateSpec",
+    "RelabelSpec",
     "load_recipe",
     "parse_recipe",
     "resolve_data_root",
@@ -66,11 +74,14 @@ __all__ = [
     "CURATE_KEYS",
     "CURATE_STRATEGIES",
     "CURATE_OTHERS",
+    "RELABEL_KEYS",
+    "RELABEL_METHODS",
+    "RELABEL_UNRESOLVED",
 ]
 
 #: Keys allowed at the top level of a recipe.
 TOP_LEVEL_KEYS = ("name", "description", "seed", "data_root", "sources", "normalize", "splits", "categories",
-                  "curate")
+                  "curate", "relabel")
 #: Keys of a ``[[sources]]`` table that the build interprets; every other key
 #: is passed to the source class as an option.
 SOURCE_KEYS = ("name", "kind", "optional", "label_map", "labels", "drop_unmapped", "keep_split", "fallback_for")
@@ -89,6 +100,12 @@ CURATE_KEYS = ("annotations", "consensus", "strategy", "threshold", "per_class",
 CURATE_STRATEGIES = ("threshold", "top", "matched-frequency")
 #: What happens to images ``[curate]`` does not select.
 CURATE_OTHERS = ("reject", "keep")
+#: Keys of the ``[relabel]`` table (crowd re-annotation of the images an audit flags).
+RELABEL_KEYS = ("annotations", "method", "min_votes", "agreement", "unresolved")
+#: How ``[relabel]`` aggregates the re-annotation votes.
+RELABEL_METHODS = ("majority_vote", "dawid_skene")
+#: What ``[relabel]`` does with images whose votes are too few or split.
+RELABEL_UNRESOLVED = ("keep", "drop")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -227,6 +244,33 @@ class CurateSpec:
 
 
 @dataclass(frozen=True)
+class RelabelSpec:
+    """The ``[relabel]`` table: apply the crowd's re-annotation of flagged images (see :mod:`datakit.crowd.relabel`).
+
+    Attributes
+    ----------
+    annotations : str
+        The dataset directory holding ``relabel.parquet`` (``datakit crowd tasks
+        DATASET --from-audit REPORT_DIR``) and the votes, ``annotations.parquet``.
+    method : {"majority_vote", "dawid_skene"}
+        How each image's votes are aggregated.
+    min_votes : int
+        Votes an image needs at least to be decided.
+    agreement : float
+        The winning answer's vote share (or posterior) at least, in (0, 1].
+    unresolved : {"keep", "drop"}
+        Images with too few or split votes keep their label, or go to
+        ``rejected.parquet`` (stage ``relabel``).
+    """
+
+    annotations: str
+    method: str = "majority_vote"
+    min_votes: int = 3
+    agreement: float = 0.6
+    unresolved: str = "keep"
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A validated recipe.
 
@@ -243,6 +287,8 @@ class Recipe:
         Class id -> readable name (may be empty).
     curate : CurateSpec or None
         The ``[curate]`` table, if any.
+    relabel : RelabelSpec or None
+        The ``[relabel]`` table, if any.
     text : str
         The recipe verbatim (TOML), stored in ``datakit.json``.
     path : Path or None
@@ -259,6 +305,7 @@ class Recipe:
     text: str = ""
     path: Path | None = None
     curate: CurateSpec | None = None
+    relabel: RelabelSpec | None = None
 
     @property
     def sha256(self) -> str:
@@ -280,12 +327,14 @@ class Recipe:
             "categories": self.categories,
             # only when present, so recipes without [curate] keep their hash
             **({"curate": dataclasses.asdict(self.curate)} if self.curate is not None else {}),
+            **({"relabel": dataclasses.asdict(self.relabel)} if self.relabel is not None else {}),
         }
 
     def processing_sha256(self) -> str:
-        """Hash of everything but ``[curate]``: what decides the per-image work."""
+        """Hash of everything but ``[curate]`` and ``[relabel]``: what decides the per-image work."""
         canon = self.canonical()
         canon.pop("curate", None)
+        canon.pop("relabel", None)
         return hashlib.sha256(json.dumps(canon, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -591,6 +640,38 @@ def _parse_curate(raw: Any, seed: int, origin: str | None) -> CurateSpec | None:
                       split=split, others=others, seed=cseed)
 
 
+def _parse_relabel(raw: Any, origin: str | None) -> RelabelSpec | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise RecipeError(f"'relabel' must be a table{_where(origin)}.")
+    _check_keys(raw, RELABEL_KEYS, "relabel.", origin)
+    if "annotations" not in raw:
+        raise RecipeError(f"Missing key relabel.annotations{_where(origin)}: name the dataset directory holding "
+                          "relabel.parquet and the re-annotation votes (annotations.parquet).")
+    annotations = _typed(raw["annotations"], str, "relabel.annotations", origin, "a path (string)")
+    if not annotations.strip():
+        raise RecipeError(f"relabel.annotations must be a path, got an empty string{_where(origin)}.")
+    method = raw.get("method", "majority_vote")
+    if method not in RELABEL_METHODS:
+        raise RecipeError(f"relabel.method: unknown value {method!r}{_where(origin)}. "
+                          f"Valid values are {{{', '.join(RELABEL_METHODS)}}}.")
+    unresolved = raw.get("unresolved", "keep")
+    if unresolved not in RELABEL_UNRESOLVED:
+        raise RecipeError(f"relabel.unresolved: unknown value {unresolved!r}{_where(origin)}. "
+                          f"Valid values are {{{', '.join(RELABEL_UNRESOLVED)}}}.")
+    min_votes = _typed(raw.get("min_votes", 3), int, "relabel.min_votes", origin, "a positive integer")
+    if min_votes < 1:
+        raise RecipeError(f"relabel.min_votes must be a positive integer, got {min_votes!r}{_where(origin)}.")
+    agreement = _typed(raw.get("agreement", 0.6), (int, float), "relabel.agreement", origin,
+                       "a share of the votes in (0, 1]")
+    if not 0 < agreement <= 1:
+        raise RecipeError(f"relabel.agreement must be a share of the votes in (0, 1], got {agreement!r}"
+                          f"{_where(origin)}.")
+    return RelabelSpec(annotations=annotations, method=method, min_votes=min_votes, agreement=float(agreement),
+                       unresolved=unresolved)
+
+
 def parse_recipe(text_or_dict: str | Mapping, *, origin: str | os.PathLike | None = None) -> Recipe:
     """Validate a recipe given as TOML text or an already-parsed dict.
 
@@ -662,9 +743,10 @@ def parse_recipe(text_or_dict: str | Mapping, *, origin: str | os.PathLike | Non
             raise RecipeError(f"categories.{k} must be a readable name (string), got {v!r}{_where(where)}.")
         categories[str(k)] = v
     curate = _parse_curate(raw.get("curate"), seed, where)
+    relabel = _parse_relabel(raw.get("relabel"), where)
     return Recipe(name=name, description=description, seed=seed, data_root=data_root, sources=sources,
                   normalize=normalize, splits=splits, categories=categories, text=text,
-                  path=Path(origin) if origin is not None else None, curate=curate)
+                  path=Path(origin) if origin is not None else None, curate=curate, relabel=relabel)
 
 
 def load_recipe(path: str | os.PathLike, data_root: str | os.PathLike | None = None) -> Recipe:

@@ -81,3 +81,8 @@ def build(recipe, out, data_root, workers, scheduler, chunk_size, quiet):
         click.echo(f"note: source {name!r} skipped: {reason}")
     click.echo(f"{result.kept} images kept, {result.rejected} rejected (see {result.out}/rejected.parquet); "
                f"datasheet: {result.out}/DATASHEET.md")
+    rel = (result.info or {}).get("relabel")
+    if rel:
+        click.echo(f"relabel: {rel['flagged_in_build']} re-annotated images: {rel['relabelled']} relabelled, "
+                   f"{rel['confirmed']} confirmed, {rel['dropped']} dropped, {rel['unresolved']} unresolved "
+                   f"({rel['unresolved_policy']})")

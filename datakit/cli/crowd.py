@@ -83,17 +83,31 @@ def _next_round(previous: pd.DataFrame) -> str:
 @click.option("--gold-per-task", type=click.IntRange(min=0), default=4, show_default=True)
 @click.option("--needing-votes", is_flag=True,
               help="Only the images that DATASET/consensus.parquet says need more votes (the next round).")
-@click.option("--tag", default="", help="Added to the task ids, e.g. r2 (default with --needing-votes: round<N>).")
+@click.option("--from-audit", "report_dir", type=click.Path(exists=True),
+              help="Re-annotate the images the label_issues audit of REPORT_DIR/report.json flags "
+                   "(multiclass tasks; writes DATASET/relabel.parquet for the build's [relabel] table).")
+@click.option("--choices", type=click.Choice(["all", "pair"]), default="all", show_default=True,
+              help="--from-audit: every class, or only the given and suggested label (+ none-of-these).")
+@click.option("--tag", default="", help="Added to the task ids, e.g. r2 (default with --needing-votes: round<N>; "
+                                        "with --from-audit: relabel<N>).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @format_option
-def tasks_cmd(dataset, kind, grid_size, gold_path, gold_per_task, needing_votes, tag, seed, fmt) -> None:
+def tasks_cmd(dataset, kind, grid_size, gold_path, gold_per_task, needing_votes, report_dir, choices, tag, seed,
+              fmt) -> None:
     """Make tasks for DATASET's images and write DATASET/tasks.parquet.
 
     With --needing-votes the new tasks are added to the existing ones (new ids),
-    so the app and imports keep accepting votes for the earlier rounds.
+    so the app and imports keep accepting votes for the earlier rounds; so are
+    the re-annotation tasks of --from-audit.
     """
     from datakit.crowd.tasks import load_tasks, make_binary_tasks, make_multiclass_tasks, save_tasks
 
+    if report_dir is not None:
+        if needing_votes:
+            raise click.UsageError("--from-audit and --needing-votes cannot be combined")
+        _relabel_tasks(dataset, report_dir, choices=choices, grid_size=grid_size, gold_path=gold_path,
+                       gold_per_task=gold_per_task, tag=tag, seed=seed, fmt=fmt)
+        return
     frame, categories = _items(dataset)
     all_items = frame
     previous = None
@@ -131,6 +145,49 @@ def tasks_cmd(dataset, kind, grid_size, gold_path, gold_per_task, needing_votes,
     summary = pd.DataFrame([{"tasks": tasks["task"].nunique(), "rows": len(tasks),
                              "items": tasks.loc[tasks["gold"].isna(), "item"].nunique(),
                              "gold_items": tasks.loc[tasks["gold"].notna(), "item"].nunique(), "file": str(path)}])
+    emit_table(summary, fmt)
+
+
+def _relabel_tasks(dataset: str, report_dir: str, *, choices: str, grid_size: int, gold_path: str | None,
+                   gold_per_task: int, tag: str, seed: int, fmt: str) -> None:
+    """``crowd tasks --from-audit``: re-annotation tasks for the images a label_issues audit flags."""
+    from datakit.crowd.relabel import flagged_from_report, make_relabel_tasks, save_relabel
+    from datakit.crowd.tasks import load_tasks, save_tasks
+    from datakit.store.dataset import Dataset
+
+    root = Path(dataset)
+    if not (root / "manifest.parquet").exists():
+        raise DatakitError(f"{dataset} is not a built dataset (no manifest.parquet); --from-audit re-annotates the "
+                           "images of a dataset built by `datakit build`.")
+    ds = Dataset(root)
+    manifest = ds.manifest
+    flagged = flagged_from_report(report_dir, ds.name, manifest)
+    if flagged.empty:
+        click.echo(f"no image of {ds.name} is flagged by the label_issues audit in {report_dir}: nothing to "
+                   "re-annotate")
+        return
+    categories = pd.read_csv(root / "categories.csv", dtype=str) if (root / "categories.csv").exists() else None
+    classes = (categories["label"].astype(str).tolist() if categories is not None and "label" in categories
+               else sorted(manifest["label"].dropna().astype(str).unique()))
+    previous = load_tasks(dataset) if (root / "tasks.parquet").exists() else None
+    if not tag:
+        taken = set() if previous is None else set(previous["task"].str.extract(r"^mc-(relabel\d*)-")[0].dropna())
+        tag = next(t for t in (f"relabel{n}" if n > 1 else "relabel" for n in range(1, len(taken) + 2))
+                   if t not in taken)
+    gold = _read_series(gold_path, "answer") if gold_path else None
+    tasks, relabel = make_relabel_tasks(flagged, classes=classes, choices=choices, grid_size=grid_size, tag=tag,
+                                        gold=gold, gold_per_task=gold_per_task, seed=seed)
+    relabel["report"] = str(Path(report_dir).resolve())
+    new = tasks
+    if previous is not None:
+        clash = set(previous["task"]) & set(tasks["task"])
+        if clash:
+            raise DatakitError(f"task ids {sorted(clash)[:3]} already exist; choose another --tag")
+        tasks = pd.concat([previous, tasks], ignore_index=True)
+    path = save_tasks(dataset, tasks)
+    save_relabel(dataset, relabel)
+    summary = pd.DataFrame([{"flagged": len(flagged), "tasks": new["task"].nunique(), "rows": len(new),
+                             "choices": choices, "tag": tag, "file": str(path)}])
     emit_table(summary, fmt)
 
 

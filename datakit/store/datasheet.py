@@ -110,6 +110,23 @@ def render_datasheet(info: dict) -> str:
             out += [f"- `{src['name']}`: {lm}" + (" ..." if len(src["label_map"]) > 20 else "")]
     out += [""]
 
+    rel = info.get("relabel")
+    if rel:
+        changes = ", ".join(f"{k}: {n}" for k, n in sorted(rel.get("changes", {}).items(), key=lambda kv: -kv[1]))
+        reasons = rel.get("by_reason", {})
+        out += [f"{rel.get('flagged', 0)} images flagged as possibly mislabeled were re-annotated by the crowd "
+                f"({rel.get('flagged_in_build', 0)} in this build; {rel.get('votes_used', 0)} votes, aggregated by "
+                f"`{rel.get('method')}`; an image needs {rel.get('min_votes')} votes and {rel.get('agreement')} "
+                f"agreement to be decided). Labels changed: {rel.get('relabelled', 0)}"
+                + (f" ({changes})" if changes else "")
+                + f"; labels confirmed: {rel.get('confirmed', 0)}; images dropped: {rel.get('dropped', 0)} "
+                f"({reasons.get('none-of-these', 0)} because the crowd chose none of the classes); unresolved: "
+                f"{rel.get('unresolved', 0)} ({reasons.get('too-few-votes', 0)} with too few votes, "
+                f"{reasons.get('no-consensus', 0)} without consensus), "
+                f"{'dropped' if rel.get('unresolved_policy') == 'drop' else 'kept with their label'}. "
+                "The label before a change is in the manifest's `original_label`; dropped images are in "
+                "`rejected.parquet` (stage `relabel`).", ""]
+
     out += ["## Splits", "", _protocol(info.get("splits", {})), ""]
     cur = info.get("curation")
     if cur:

@@ -11,6 +11,8 @@ __all__ = ["MANIFEST_COLUMNS", "REJECTED_COLUMNS", "empty_manifest", "empty_reje
 #: ``width``/``height`` are the stored (normalized) image's size in pixels;
 #: ``original_width``/``original_height`` the decoded image's size before
 #: normalization (null for datasets built before they were recorded).
+#: ``original_label`` is the label before a ``[relabel]`` table changed it
+#: (null for images whose label was not changed).
 MANIFEST_COLUMNS: dict[str, str] = {
     "id": "string",
     "path": "string",
@@ -31,6 +33,7 @@ MANIFEST_COLUMNS: dict[str, str] = {
     "votes": "Int64",
     "p_correct": "float64",
     "license": "string",
+    "original_label": "string",
 }
 
 #: One row per candidate that was not kept.
