@@ -18,7 +18,7 @@ import numpy as np
 from audits._common import Group, parse_list
 
 __all__ = ["FeatureSpace", "resolve_features", "natural_images", "group_features", "linear_on_features",
-           "AUTO_NATURAL", "feature_spaces", "trained_on"]
+           "AUTO_NATURAL", "feature_spaces", "trained_on", "impute_failed"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,17 @@ def group_features(group: Group, positions: np.ndarray, space: FeatureSpace, *, 
     space.info["dim"] = fm.info["dim"]
     reasons = [f"{i}: {r}" for i, r in zip(fm.failed["id"], fm.failed["reason"])]
     return fm.values, fm.ok, reasons
+
+
+def impute_failed(z_train: np.ndarray, z_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Replace NaN rows (images a feature space could not describe) by the training mean; count them."""
+    bad_tr, bad_te = np.isnan(z_train).any(1), np.isnan(z_test).any(1)
+    n_bad = int(bad_tr.sum() + bad_te.sum())
+    if n_bad:
+        mean = np.nanmean(z_train[~bad_tr], axis=0) if (~bad_tr).any() else np.zeros(z_train.shape[1], np.float32)
+        z_train, z_test = z_train.copy(), z_test.copy()
+        z_train[bad_tr], z_test[bad_te] = mean, mean
+    return z_train, z_test, n_bad
 
 
 def linear_on_features(z_train: np.ndarray, y_train: np.ndarray, z_test: np.ndarray, num_classes: int,

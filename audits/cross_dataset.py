@@ -19,7 +19,7 @@ import pandas as pd
 
 from audits._common import (Group, common_mode, fig_to_png, load_images, make_groups, pyplot, sample_rows,
                             shared_labels, working_size)
-from audits._features import feature_spaces, group_features, linear_on_features, natural_images
+from audits._features import feature_spaces, group_features, impute_failed, linear_on_features, natural_images
 from audits._probes import ProbeResult, ProbeUnavailable, fit_predict
 from audits.base import AuditResult, register_audit, skipped
 from datakit.store.dataset import Dataset
@@ -32,10 +32,6 @@ NAME = "cross_dataset"
 
 #: ADDA (Tzeng et al. 2017) Table 2, "Source only": (source, target) -> accuracy on the target
 ADDA_SOURCE_ONLY = {("mnist", "usps"): 0.752, ("usps", "mnist"): 0.571}
-
-
-class _Done(Exception):
-    """Control flow: the feature-space model needs no training through fit_predict."""
 
 
 def _natural_size(groups: Sequence[Group], cap: int) -> tuple[tuple[int, int], str | None]:
@@ -193,9 +189,7 @@ def cross_dataset(
             if bad_tr or bad_te:
                 notes.append(f"{g.name}: {len(bad_tr) + len(bad_te)} image(s) could not be described by {model} "
                              f"(set to the training mean): " + "; ".join((bad_tr + bad_te)[:3]))
-                mean = np.nanmean(x_tr, axis=0)
-                x_tr = np.where(np.isnan(x_tr), mean, x_tr)
-                x_te = np.where(np.isnan(x_te), mean, x_te)
+                x_tr, x_te, _ = impute_failed(x_tr, x_te)
         y_tr = labels.loc[train.index].map(index).to_numpy(np.int64)
         y_te = labels.loc[test.index].map(index).to_numpy(np.int64)
         data.append((g.name, x_tr, y_tr, x_te, y_te))
@@ -211,16 +205,13 @@ def cross_dataset(
         if space is not None:
             pred, proba, _ = linear_on_features(x_tr, y_tr, x_all, len(shared), seed=seed)
             res = ProbeResult(pred=pred, proba=proba, seconds=0.0, info={})
-        try:
-            if space is not None:
-                raise _Done
-            res = fit_predict(probe, x_tr, y_tr, x_all, len(shared), seed=seed, epochs=epochs, conv_model=used)
-        except _Done:
-            pass
-        except ProbeUnavailable as exc:
-            notes.append(f"{exc}; fell back to the linear probe")
-            probe, used = "linear", "linear"
-            res = fit_predict(probe, x_tr, y_tr, x_all, len(shared), seed=seed)
+        else:
+            try:
+                res = fit_predict(probe, x_tr, y_tr, x_all, len(shared), seed=seed, epochs=epochs, conv_model=used)
+            except ProbeUnavailable as exc:
+                notes.append(f"{exc}; fell back to the linear probe")
+                probe, used = "linear", "linear"
+                res = fit_predict(probe, x_tr, y_tr, x_all, len(shared), seed=seed)
         start = 0
         for j, d in enumerate(data):
             n = len(d[4])

@@ -23,8 +23,8 @@ import pandas as pd
 
 from audits._common import (Group, common_mode, fig_to_png, image_grid, load_images, make_groups, parse_list,
                             pyplot, sample_rows, shared_labels, working_size)
-from audits._features import (feature_spaces, group_features, linear_on_features, natural_images, resolve_features,
-                              trained_on)
+from audits._features import (feature_spaces, group_features, impute_failed, linear_on_features, natural_images,
+                              resolve_features, trained_on)
 from audits._probes import PROBES, ProbeResult, ProbeUnavailable, fit_predict, pixel_basis
 from audits.base import AuditResult, register_audit, skipped
 from datakit.store.dataset import Dataset
@@ -65,17 +65,6 @@ def _split_rows(groups: list[Group], n_train: int, n_test: int, rng: np.random.G
         train.append(np.sort(pos[:n_train]))
         test.append(np.sort(pos[n_train:n_train + n_test]))
     return train, test
-
-
-def _impute(z_train: np.ndarray, z_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """Replace NaN rows (images a feature space could not describe) by the training mean; count them."""
-    bad_tr, bad_te = np.isnan(z_train).any(1), np.isnan(z_test).any(1)
-    n_bad = int(bad_tr.sum() + bad_te.sum())
-    if n_bad:
-        mean = np.nanmean(z_train[~bad_tr], axis=0) if (~bad_tr).any() else np.zeros(z_train.shape[1], np.float32)
-        z_train, z_test = z_train.copy(), z_test.copy()
-        z_train[bad_tr], z_test[bad_te] = mean, mean
-    return z_train, z_test, n_bad
 
 
 class _Spaces:
@@ -253,7 +242,7 @@ def name_that_dataset(
     z: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for name, space in spaces.spaces.items():
         t0 = time.perf_counter()
-        z_tr, z_te, n_bad = _impute(spaces.rows(name, train_pos), spaces.rows(name, test_pos))
+        z_tr, z_te, n_bad = impute_failed(spaces.rows(name, train_pos), spaces.rows(name, test_pos))
         z[name] = (z_tr, z_te)
         pred, proba, desc = linear_on_features(z_tr, y_train, z_te, k, seed=seed)
         seconds = time.perf_counter() - t0
@@ -349,7 +338,7 @@ def name_that_dataset(
                         a_tr = np.concatenate([load_images(g, p, size, mode) for g, p in zip(groups, tr_pos)])
                         a_te = np.concatenate([load_images(g, p, size, mode) for g, p in zip(groups, te_pos)])
                     else:
-                        a_tr, a_te, _ = _impute(spaces.rows(probe, tr_pos), spaces.rows(probe, te_pos))
+                        a_tr, a_te, _ = impute_failed(spaces.rows(probe, tr_pos), spaces.rows(probe, te_pos))
                     row[f"accuracy_{probe}"] = float((fit_linear(probe, a_tr, ytr, a_te) == yte).mean())
                 cc_rows.append(row)
         else:

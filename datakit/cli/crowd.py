@@ -100,7 +100,7 @@ def tasks_cmd(dataset, kind, grid_size, gold_path, gold_per_task, needing_votes,
     so the app and imports keep accepting votes for the earlier rounds; so are
     the re-annotation tasks of --from-audit.
     """
-    from datakit.crowd.tasks import load_tasks, make_binary_tasks, make_multiclass_tasks, save_tasks
+    from datakit.crowd.tasks import load_tasks, make_binary_tasks, make_multiclass_tasks
 
     if report_dir is not None:
         if needing_votes:
@@ -130,29 +130,40 @@ def tasks_cmd(dataset, kind, grid_size, gold_path, gold_per_task, needing_votes,
         tasks = make_binary_tasks(frame, grid_size=grid_size, gold=gold, gold_per_task=gold_per_task,
                                   categories=categories, tag=tag, seed=seed)
     else:
-        classes = (categories["label"].astype(str).tolist() if categories is not None and "label" in categories
-                   else sorted(frame["label"].dropna().astype(str).unique()))
+        classes = _classes(categories, frame)
         tasks = make_multiclass_tasks(frame, classes=classes, grid_size=grid_size, gold=gold,
                                       gold_per_task=gold_per_task, tag=tag, seed=seed)
-    new = tasks
-    if previous is not None:
-        clash = set(previous["task"]) & set(tasks["task"])
-        if clash:
-            raise DatakitError(f"task ids {sorted(clash)[:3]} already exist; choose another --tag")
-        tasks = pd.concat([previous, tasks], ignore_index=True)
-    path = save_tasks(dataset, tasks)
-    tasks = new
+    path = _append_tasks(dataset, previous, tasks)
     summary = pd.DataFrame([{"tasks": tasks["task"].nunique(), "rows": len(tasks),
                              "items": tasks.loc[tasks["gold"].isna(), "item"].nunique(),
                              "gold_items": tasks.loc[tasks["gold"].notna(), "item"].nunique(), "file": str(path)}])
     emit_table(summary, fmt)
 
 
+def _classes(categories: pd.DataFrame | None, frame: pd.DataFrame) -> list[str]:
+    """Class ids for multiclass choices: categories.csv's order, else the labels present, sorted."""
+    if categories is not None and "label" in categories:
+        return categories["label"].astype(str).tolist()
+    return sorted(frame["label"].dropna().astype(str).unique())
+
+
+def _append_tasks(dataset: str, previous: pd.DataFrame | None, tasks: pd.DataFrame):
+    """Add new tasks to the dataset's tasks.parquet (task ids must be new); return its path."""
+    from datakit.crowd.tasks import save_tasks
+
+    if previous is not None:
+        clash = set(previous["task"]) & set(tasks["task"])
+        if clash:
+            raise DatakitError(f"task ids {sorted(clash)[:3]} already exist; choose another --tag")
+        tasks = pd.concat([previous, tasks], ignore_index=True)
+    return save_tasks(dataset, tasks)
+
+
 def _relabel_tasks(dataset: str, report_dir: str, *, choices: str, grid_size: int, gold_path: str | None,
                    gold_per_task: int, tag: str, seed: int, fmt: str) -> None:
     """``crowd tasks --from-audit``: re-annotation tasks for the images a label_issues audit flags."""
     from datakit.crowd.relabel import flagged_from_report, make_relabel_tasks, save_relabel
-    from datakit.crowd.tasks import load_tasks, save_tasks
+    from datakit.crowd.tasks import load_tasks
     from datakit.store.dataset import Dataset
 
     root = Path(dataset)
@@ -167,8 +178,7 @@ def _relabel_tasks(dataset: str, report_dir: str, *, choices: str, grid_size: in
                    "re-annotate")
         return
     categories = pd.read_csv(root / "categories.csv", dtype=str) if (root / "categories.csv").exists() else None
-    classes = (categories["label"].astype(str).tolist() if categories is not None and "label" in categories
-               else sorted(manifest["label"].dropna().astype(str).unique()))
+    classes = _classes(categories, manifest)
     previous = load_tasks(dataset) if (root / "tasks.parquet").exists() else None
     if not tag:
         taken = set() if previous is None else set(previous["task"].str.extract(r"^mc-(relabel\d*)-")[0].dropna())
@@ -179,12 +189,7 @@ def _relabel_tasks(dataset: str, report_dir: str, *, choices: str, grid_size: in
                                         gold=gold, gold_per_task=gold_per_task, seed=seed)
     relabel["report"] = str(Path(report_dir).resolve())
     new = tasks
-    if previous is not None:
-        clash = set(previous["task"]) & set(tasks["task"])
-        if clash:
-            raise DatakitError(f"task ids {sorted(clash)[:3]} already exist; choose another --tag")
-        tasks = pd.concat([previous, tasks], ignore_index=True)
-    path = save_tasks(dataset, tasks)
+    path = _append_tasks(dataset, previous, tasks)
     save_relabel(dataset, relabel)
     summary = pd.DataFrame([{"flagged": len(flagged), "tasks": new["task"].nunique(), "rows": len(new),
                              "choices": choices, "tag": tag, "file": str(path)}])

@@ -375,21 +375,13 @@ class LearnedFeatures(FeatureExtractor):
             self._features = features
 
     def _forward(self, images: np.ndarray) -> np.ndarray:
-        import torch
-
+        from datakit.features.pretrained import pooled_features
         from datakit.train.data import as_uint8_nchw, input_plan, prepare_images
 
         fit = self.fit_
         x = prepare_images(as_uint8_nchw(images), input_plan(fit.model_name, tuple(images.shape[1:3]),
                                                              fit.input_size))
-        out = []
-        with torch.inference_mode():
-            for s in range(0, x.shape[0], 256):
-                z = self._features(self._normalize(x[s:s + 256].to(fit.device)))
-                if z.ndim > 2:
-                    z = z.mean(dim=tuple(range(2, z.ndim)))
-                out.append(z.reshape(z.shape[0], -1).float().cpu())
-        return torch.cat(out).numpy().astype(np.float32, copy=False)
+        return pooled_features(self._features, x, 256, lambda xb: self._normalize(xb.to(fit.device)))
 
     def transform(self, images: np.ndarray) -> np.ndarray:
         """Penultimate activations of the trained net.

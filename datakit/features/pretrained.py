@@ -36,14 +36,14 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from datakit.features.base import FeatureError, FeatureExtractor, register_feature
 
 __all__ = ["PretrainedFeatures", "IMAGENET_MEAN", "IMAGENET_STD", "torchvision_archs", "file_sha256",
-           "classifier_layer"]
+           "classifier_layer", "pooled_features"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,35 @@ def _unwrap_refusal(exc: Exception) -> str:
         if "Unsupported global" in line:
             return line.split("Unsupported global:", 1)[1].split(" was not")[0].replace("GLOBAL", "").strip()
     return ""
+
+
+def pooled_features(features: Callable, x, batch_size: int, prepare: Callable) -> np.ndarray:
+    """Run ``features(prepare(batch))`` over ``x`` in batches, pooling feature maps to vectors.
+
+    Parameters
+    ----------
+    features : callable
+        Tensor (B, C, H, W) -> activations (B, d) or a feature map (B, d, h, w).
+    x : Tensor, shape (N, C, H, W), uint8
+    batch_size : int
+    prepare : callable
+        A uint8 batch -> the network's float input (device, normalization).
+
+    Returns
+    -------
+    ndarray, shape (N, d), float32
+        Feature maps are averaged over their spatial axes (global average pooling).
+    """
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for s in range(0, x.shape[0], int(batch_size)):
+            z = features(prepare(x[s:s + int(batch_size)]))
+            if z.ndim > 2:
+                z = z.mean(dim=tuple(range(2, z.ndim)))
+            out.append(z.reshape(z.shape[0], -1).float().cpu())
+    return torch.cat(out).numpy().astype(np.float32, copy=False)
 
 
 def classifier_layer(model) -> tuple[str, Any]:
@@ -438,17 +467,13 @@ class PretrainedFeatures(FeatureExtractor):
             x = x.expand(-1, 3, -1, -1)
         if self._input_size is not None:  # a datakit model: its own input plan (e.g. LeNet-5's padding)
             x = prepare_images(x, input_plan(self._plan_name, tuple(x.shape[-2:]), self._input_size))
-        out = []
-        with torch.inference_mode():
-            for s in range(0, x.shape[0], int(self.batch_size)):
-                xb = (x[s:s + int(self.batch_size)].to(self._dev).float() - self._mean) * self._inv_std
-                self._store.clear()
-                self._model(xb)
-                z = self._store.pop("x")
-                if z.ndim > 2:
-                    z = z.mean(dim=tuple(range(2, z.ndim)))  # a feature map: global average pooling
-                out.append(z.reshape(z.shape[0], -1).float().cpu())
-        return torch.cat(out).numpy().astype(np.float32, copy=False)
+        def features(xb):
+            self._store.clear()
+            self._model(xb)
+            return self._store.pop("x")
+
+        return pooled_features(features, x, self.batch_size,
+                               lambda xb: (xb.to(self._dev).float() - self._mean) * self._inv_std)
 
     def transform(self, images: np.ndarray) -> np.ndarray:
         """Penultimate activations.

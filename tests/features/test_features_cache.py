@@ -12,7 +12,7 @@ from datakit import open_dataset
 from datakit.features import CACHE_DIR, FeatureError, extract_features, get_extractor
 from datakit.features.classic import HOGFeatures
 
-from conftest import build_folder, fresh_copy  # tests/features/conftest.py
+from feature_fixtures import build_folder, fresh_copy
 
 
 class _StopsAfter(HOGFeatures):
