@@ -25,7 +25,7 @@ $(VENV)/.stamp-torch: | $(PY)
 	touch $@
 
 $(VENV)/.stamp-install: setup.cfg pyproject.toml $(VENV)/.stamp-torch
-	$(PIP) install -q -e '.[dev,dask]'
+	$(PIP) install -q -e '.[dev,dask,crowdkit]'
 	touch $@
 
 # Debian packages: WordNet 3.0 (offline), Fashion-MNIST, Chromium for browser tests.
