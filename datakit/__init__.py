@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "open_dataset", "DatakitError"]
+__all__ = ["__version__", "build_dataset", "open_dataset", "DatakitError"]
 
 from datakit.errors import DatakitError
 
@@ -17,3 +17,13 @@ def open_dataset(path):
     from datakit.store.dataset import open_dataset as _open
 
     return _open(path)
+
+
+def build_dataset(recipe, out, **kwargs):
+    """Build (or resume, or confirm) the dataset a recipe describes.
+
+    See :func:`datakit.build.build_dataset`.
+    """
+    from datakit.build import build_dataset as _build
+
+    return _build(recipe, out, **kwargs)

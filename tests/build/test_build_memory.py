@@ -9,11 +9,12 @@ import pandas as pd
 import pytest
 
 import datakit
-import datakit.build as build_mod
+import datakit.build.staging as build_staging
+import datakit.build.streaming as build_streaming
 from datakit.build import build_dataset
 from datakit.store.splits import SPLIT_ORDER, assign_split_codes, assign_splits
 
-from conftest import save_png as _png
+from build_fixtures import save_png as _png
 
 
 # --------------------------------------------------------------------------- reference split assignment
@@ -206,7 +207,7 @@ def test_finalize_never_loads_the_whole_staged_table(messy_recipe, monkeypatch):
     def whole_table(self, name):
         raise AssertionError("the finalize pass read every staged chunk into one frame")
 
-    monkeypatch.setattr(build_mod._Staging, "read", whole_table)
+    monkeypatch.setattr(build_staging._Staging, "read", whole_table)
     result = build_dataset(recipe, root / "out", data_root=data, workers=0, chunk_size=8)
     m, rej, info = _read(result.out)
     assert result.kept == len(m) == info["counts"]["kept"]
@@ -246,7 +247,7 @@ def test_digest_collisions_are_checked_on_full_ids(messy_recipe, monkeypatch):
     recipe, data = messy_recipe
     root = data.parent
     normal = build_dataset(recipe, root / "normal", data_root=data, workers=0, chunk_size=16)
-    monkeypatch.setattr(build_mod, "_id_digest", lambda ids: np.zeros(len(ids), dtype=np.uint64))
+    monkeypatch.setattr(build_streaming, "_id_digest", lambda ids: np.zeros(len(ids), dtype=np.uint64))
     colliding = build_dataset(recipe, root / "colliding", data_root=data, workers=0, chunk_size=16)
     (ma, ra, ia), (mb, rb, ib) = _read(normal.out), _read(colliding.out)
     pd.testing.assert_frame_equal(ma, mb)

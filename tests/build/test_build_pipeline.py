@@ -12,7 +12,7 @@ from PIL import Image
 import datakit
 from datakit.build import build_dataset
 
-from conftest import blocky_glyph as _digit, save_png as _png
+from build_fixtures import blocky_glyph as _digit, save_png as _png
 
 DIGITS = textwrap.dedent("""
     name = "small-digits"
@@ -146,10 +146,11 @@ def test_staged_thumbnails_or_stored_images_give_the_same_groups(digits_build, t
     """The pixel check reads the thumbnails the workers staged beside each chunk; a chunk staged without
     them (an older datakit, or a lost file) has its stored images read instead, with the same result."""
     import datakit.build as build_mod
+    import datakit.build.run as build_run
     from datakit.dedup import thumbnail_pixels
 
     recipe, out, _ = digits_build
-    real_finalize = build_mod._finalize_streaming
+    real_finalize = build_run._finalize_streaming
 
     class Stop(Exception):
         pass
@@ -157,7 +158,7 @@ def test_staged_thumbnails_or_stored_images_give_the_same_groups(digits_build, t
     def stop(*args, **kwargs):
         raise Stop
 
-    monkeypatch.setattr(build_mod, "_finalize_streaming", stop)
+    monkeypatch.setattr(build_run, "_finalize_streaming", stop)
     with pytest.raises(Stop):
         build_dataset(recipe, tmp_path / "again", workers=0, chunk_size=400)
     chunks = sorted((tmp_path / "again" / build_mod.STAGING_DIR).rglob("chunk-*.parquet"))
@@ -172,7 +173,7 @@ def test_staged_thumbnails_or_stored_images_give_the_same_groups(digits_build, t
     for t in thumbs[::2]:
         t.unlink()
     thumbs[1].write_bytes(b"truncated")
-    monkeypatch.setattr(build_mod, "_finalize_streaming", real_finalize)
+    monkeypatch.setattr(build_run, "_finalize_streaming", real_finalize)
     with caplog.at_level("DEBUG", logger="datakit.build"):
         build_dataset(recipe, tmp_path / "again", workers=0, chunk_size=400)
     fallbacks = [r.getMessage() for r in caplog.records if "no usable staged thumbnails" in r.getMessage()]

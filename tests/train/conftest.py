@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from train_fixtures import digits_arrays
 
 from datakit.store.writer import write_dataset
 
@@ -23,16 +24,6 @@ def read_idx_gz(path: Path) -> np.ndarray:
     ndim = struct.unpack(">i", data[:4])[0] & 0xFF
     shape = struct.unpack(">" + "i" * ndim, data[4:4 + 4 * ndim])
     return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
-
-
-def digits_arrays(n: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 real 8x8 digits, scaled 0-16 -> 0-255 uint8."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)
-    targets = d.target.astype(np.int64)
-    return (images[:n], targets[:n]) if n else (images, targets)
 
 
 @pytest.fixture(scope="session")

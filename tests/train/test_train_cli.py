@@ -8,7 +8,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import digits_arrays
+from train_fixtures import digits_arrays
 from datakit.cli import cli
 from datakit.store.writer import write_dataset
 from datakit.train.checkpoint import load_checkpoint, model_from_checkpoint

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import digits_arrays
+from train_fixtures import digits_arrays
 from datakit.train import FitResult, TrainingDiverged, fit_arrays, get_model, list_models
 from datakit.registry import UnknownNameError
 
