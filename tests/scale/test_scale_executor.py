@@ -12,7 +12,7 @@ psutil = pytest.importorskip("psutil", reason="psutil (a dependency of distribut
 
 from datakit.errors import DatakitError  # noqa: E402
 from datakit.parallel import ItemResult, SerialExecutor, get_executor  # noqa: E402
-from datakit.parallel_dask import DaskExecutor  # noqa: E402
+from datakit.parallel.dask_backend import DaskExecutor  # noqa: E402
 
 
 def _double_or_fail(x: int) -> int:
@@ -151,7 +151,7 @@ def test_killed_worker_loses_and_duplicates_nothing(dask_executor, caplog):
         os.kill(pids[addr], signal.SIGKILL)
 
     items = list(range(240))
-    with caplog.at_level("INFO", logger="datakit.parallel_dask"):
+    with caplog.at_level("INFO", logger="datakit.parallel.dask_backend"):
         got = list(dask_executor.map(_slow_pid, items, batch_size=8, progress=progress))
     assert any("sending it again" in r.getMessage() for r in caplog.records)
     assert killed["lost"], "the killed worker had batches in progress"

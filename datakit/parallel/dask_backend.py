@@ -4,7 +4,7 @@
 the same contract as the local backends: results in input order, at most
 ``in_flight`` batches submitted at once (bounded memory however long the
 input), an exception for one item captured as that item's
-:class:`~datakit.parallel.ItemResult`, and a batch whose worker died sent
+:class:`~datakit.parallel.base.ItemResult`, and a batch whose worker died sent
 again to another worker. Each batch is scattered to a worker and its task
 refers to it (data inside tasks stays in the client and scheduler on the
 ``distributed`` releases tested here), and the client keeps the batch until
@@ -30,7 +30,7 @@ from collections import deque
 from typing import Any, Callable, Iterable, Iterator
 
 from datakit.errors import DatakitError
-from datakit.parallel import Executor, ItemResult, _batched, run_batch
+from datakit.parallel.base import Executor, ItemResult, _batched, run_batch
 
 __all__ = ["DaskExecutor", "LOCAL_CLUSTER"]
 

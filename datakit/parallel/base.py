@@ -1,0 +1,64 @@
+"""The executor interface every backend implements, and the per-item error capture they share."""
+from __future__ import annotations
+
+import itertools
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+from datakit.errors import ImageRejected
+
+__all__ = ["ItemResult", "Executor", "run_batch", "_batched"]
+
+
+@dataclass
+class ItemResult:
+    """The outcome of one item: ``value`` or an error ``reason`` (+ ``detail``)."""
+
+    value: Any = None
+    reason: str | None = None
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+def run_batch(fn: Callable, batch: list) -> list[ItemResult]:
+    """Apply ``fn`` to each item of ``batch``, capturing per-item errors."""
+    out = []
+    for item in batch:
+        try:
+            out.append(ItemResult(value=fn(item)))
+        except ImageRejected as exc:
+            out.append(ItemResult(reason=exc.reason, detail=exc.detail))
+        except Exception as exc:  # recorded as a rejected row, never lost
+            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            out.append(ItemResult(reason=f"error:{type(exc).__name__}", detail=detail[:500]))
+    return out
+
+
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch
+
+
+class Executor:
+    """Base class: ``map(fn, items)`` yields one :class:`ItemResult` per item, in order."""
+
+    workers: int = 1
+
+    def map(self, fn: Callable, items: Iterable, batch_size: int = 256,
+            progress: Callable[[int], None] | None = None) -> Iterator[ItemResult]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
