@@ -33,6 +33,9 @@ class BuildPlan:
         Optional sources whose files are missing: name -> reason.
     normalizer : callable
         Picklable ``f(image) -> uint8 ndarray``.
+    batch_normalizer : callable or None
+        Its vectorized form for same-size grayscale stacks
+        (:func:`datakit.normalize.get_batch_normalizer`), where the style has one.
     key : str
         Identifies the build's inputs (recipe content, data root, sources used,
         and the content of the ``[curate]`` vote files).
@@ -57,10 +60,18 @@ class BuildPlan:
     staging_key: str = ""
     curate: dict | None = None
     relabel: dict | None = None
+    batch_normalizer: Callable | None = None
 
     def __post_init__(self) -> None:
         if not self.staging_key:
             self.staging_key = self.key
+
+
+def _make_batch_normalizer(style: str, options: dict) -> Callable | None:
+    """The vectorized normalizer of a style, or None for a style without one (checked already by the caller)."""
+    from datakit.normalize import get_batch_normalizer
+
+    return get_batch_normalizer(style, **options)
 
 
 def plan_build(recipe: str | os.PathLike | Recipe, *, data_root: str | os.PathLike | None = None) -> BuildPlan:
@@ -113,6 +124,7 @@ def plan_build(recipe: str | os.PathLike | Recipe, *, data_root: str | os.PathLi
                           + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ").")
     try:
         normalizer = _make_normalizer(recipe.normalize.style, recipe.normalize.options)
+        batch_normalizer = _make_batch_normalizer(recipe.normalize.style, recipe.normalize.options)
     except (TypeError, ValueError) as exc:
         raise RecipeError(f"normalize: {exc}") from None
     key_src = {"recipe": recipe.sha256, "data_root": None if root is None else str(Path(root).resolve()),
@@ -136,4 +148,4 @@ def plan_build(recipe: str | os.PathLike | Recipe, *, data_root: str | os.PathLi
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()
     return BuildPlan(recipe=recipe, data_root=None if root is None else Path(root), sources=active,
                      skipped=skipped, normalizer=normalizer, key=key, unused=unused, staging_key=staging_key or key,
-                     curate=curate, relabel=relabel)
+                     curate=curate, relabel=relabel, batch_normalizer=batch_normalizer)

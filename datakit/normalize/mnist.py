@@ -614,8 +614,11 @@ def mnist_batch(images: np.ndarray, *, box: int = 20, canvas: int = 28, center: 
                 stretch: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """:func:`mnist` for many same-size grayscale images at once (vectorized).
 
-    Gives the same result as calling :func:`mnist` on each image (up to
-    float rounding: at most 1 gray level apart).
+    Gives the same result as calling :func:`mnist` on each image up to
+    float rounding: 97% of the digits recipe's 81,095 images come out
+    identical, nearly all others 1 gray level apart, a few 2; faint digits
+    upscaled from 40x40 were seen 4 levels apart (the final stretch to 255
+    magnifies a rounding step). ``tests/build/test_build_batch.py`` measures it.
 
     Parameters
     ----------

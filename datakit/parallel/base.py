@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 from datakit.errors import ImageRejected
 
-__all__ = ["ItemResult", "Executor", "run_batch", "_batched"]
+__all__ = ["ItemResult", "Executor", "error_result", "run_batch", "_batched"]
 
 
 @dataclass
@@ -24,8 +24,26 @@ class ItemResult:
         return self.reason is None
 
 
+def error_result(exc: BaseException) -> ItemResult:
+    """The result recorded for an item whose function raised ``exc`` (other than ``ImageRejected``)."""
+    detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    return ItemResult(reason=f"error:{type(exc).__name__}", detail=detail[:500])
+
+
 def run_batch(fn: Callable, batch: list) -> list[ItemResult]:
-    """Apply ``fn`` to each item of ``batch``, capturing per-item errors."""
+    """Apply ``fn`` to each item of ``batch``, capturing per-item errors.
+
+    A ``fn`` with a ``run_batch(items)`` method (for example the build's
+    :class:`~datakit.build.process.BatchWork`, which vectorizes its
+    normalizer) is given the whole batch and returns one :class:`ItemResult`
+    per item itself.
+    """
+    whole = getattr(fn, "run_batch", None)
+    if whole is not None:
+        results = whole(batch)
+        if len(results) != len(batch):
+            raise RuntimeError(f"{fn!r}.run_batch returned {len(results)} results for {len(batch)} items")
+        return results
     out = []
     for item in batch:
         try:
@@ -33,8 +51,7 @@ def run_batch(fn: Callable, batch: list) -> list[ItemResult]:
         except ImageRejected as exc:
             out.append(ItemResult(reason=exc.reason, detail=exc.detail))
         except Exception as exc:  # recorded as a rejected row, never lost
-            detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-            out.append(ItemResult(reason=f"error:{type(exc).__name__}", detail=detail[:500]))
+            out.append(error_result(exc))
     return out
 
 
