@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 STAGING_DIR = ".build"
 #: Bump when the staging layout or the per-item work changes meaning.
 #: 2: pHashes of chunks holding failed rows are no longer rounded through float64.
-_STAGING_VERSION = 2
+#: 3: the batch normalizer (BatchWork) makes the images of styles that have one.
+_STAGING_VERSION = 3
 
 #: Bytes of one staged thumbnail (32x32 uint8 grayscale, :func:`datakit.dedup.thumbnail_pixels`).
 _THUMB_BYTES = 1024
