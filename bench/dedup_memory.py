@@ -17,14 +17,23 @@ to a temporary file (``$TMPDIR``), which tracemalloc does not count.
 Run::
 
     .venv/bin/python bench/dedup_memory.py --sizes 100000,1000000 --radii 4,8
-    .venv/bin/python bench/dedup_memory.py --module /tmp/old/dedup.py   # compare another version of dedup.py
+    .venv/bin/python bench/dedup_memory.py --ref 36b124c   # the single-file datakit/dedup.py at a git ref
+    .venv/bin/python bench/dedup_memory.py --module /tmp/old/dedup.py   # another single-file dedup.py
+
+``datakit.dedup`` is a package since issue 13; its modules import each other
+as ``datakit.dedup.*``, so another copy of the package cannot be loaded by
+path next to this one: to measure another checkout's package, run this script
+from that checkout. ``--module`` and ``--ref`` load a single-file ``dedup.py``
+(the layout before the split, e.g. to compare with the new package).
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import os
+import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -38,11 +47,20 @@ sys.path.insert(0, str(ROOT / "bench"))
 from dedup_1m import clustered_pool  # noqa: E402
 
 
-def load(module: Path | None):
+def load(module: Path | None, ref: str | None = None):
+    """``datakit.dedup``, or a single-file dedup.py: the file ``module``, or ``datakit/dedup.py`` at git ``ref``."""
+    if ref is not None:
+        source = subprocess.run(["git", "show", f"{ref}:datakit/dedup.py"], cwd=ROOT, check=True,
+                                capture_output=True, text=True).stdout
+        module = Path(tempfile.mkdtemp(prefix="dedup-memory-")) / "dedup.py"
+        module.write_text(source)
     if module is None:
         import datakit.dedup as mod
 
         return mod
+    if module.is_dir():
+        raise SystemExit(f"--module {module}: give a single-file dedup.py; to measure another checkout's "
+                         "datakit/dedup/ package, run bench/dedup_memory.py from that checkout")
     spec = importlib.util.spec_from_file_location("dedup_under_test", module)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -66,12 +84,16 @@ def main(argv=None) -> int:
     ap.add_argument("--radii", default="4,8")
     ap.add_argument("--functions", default="groups,confirmed")
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--module", type=Path, help="path of another dedup.py to measure instead of datakit.dedup")
+    source = ap.add_mutually_exclusive_group()
+    source.add_argument("--module", type=Path,
+                        help="path of a single-file dedup.py to measure instead of datakit.dedup")
+    source.add_argument("--ref", help="git ref whose single-file datakit/dedup.py to measure (e.g. 36b124c)")
     args = ap.parse_args(argv)
-    mod = load(args.module)
+    mod = load(args.module, args.ref)
     rng = np.random.default_rng(0)
     family = rng.integers(0, 256, size=(64, 1024)).astype(np.uint8)  # 32x32 pixels, as the build stages them
-    print(f"# {args.module or 'datakit.dedup'}; {os.cpu_count()} cores; numpy {np.__version__}")
+    what = args.module or (f"{args.ref}:datakit/dedup.py" if args.ref else "datakit.dedup")
+    print(f"# {what}; {os.cpu_count()} cores; numpy {np.__version__}")
     print("| function | n | max_distance | threads | wall s | CPU s | peak MiB (numpy, traced) | groups | "
           "load avg (1 min) |")
     print("|---|---|---|---|---|---|---|---|---|")

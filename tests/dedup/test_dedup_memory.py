@@ -4,7 +4,9 @@ The caps on candidates, buffered edges and thumbnails are shrunk with
 monkeypatch so that a few thousand hashes exercise every split path (a heavy
 bucket cut over several pieces, components merged chunk by chunk, thumbnails
 checked in batches and in blocks); every result is compared with a brute-force
-reference.
+reference. The caps live in :mod:`datakit.dedup._limits`, read when the code
+runs, so one patch there reaches every stage (``test_shrunk_caps_take_effect``
+checks that it does).
 """
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ import pytest
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-import datakit.dedup as dedup
-from datakit.dedup import (HashIndex, _capped_expand, confirmed_duplicate_groups, near_duplicate_groups,
-                           near_duplicate_pairs, popcount64)
+from datakit.dedup import (HashIndex, _limits, confirm, confirmed_duplicate_groups, groups, near_duplicate_groups,
+                           near_duplicate_pairs, popcount64, search, tables, thumbnail, thumbnail_pixels)
+from datakit.dedup.tables import _capped_expand
+from datakit.dedup.thumbnails import _Normalized, _unit_rows
 
 
 def clustered(n: int, distinct: int, seed: int) -> np.ndarray:
@@ -53,9 +56,9 @@ def brute_groups(n: int, pairs: np.ndarray) -> np.ndarray:
 @pytest.fixture
 def small_caps(monkeypatch):
     """Caps small enough that a 2,000-hash clustered set splits everywhere."""
-    monkeypatch.setattr(dedup, "_MAX_CANDIDATES", 97)
-    monkeypatch.setattr(dedup, "_MAX_EDGES", 50)
-    monkeypatch.setattr(dedup, "_MAX_THUMBNAILS", 16)
+    monkeypatch.setattr(_limits, "MAX_CANDIDATES", 97)
+    monkeypatch.setattr(_limits, "MAX_EDGES", 50)
+    monkeypatch.setattr(_limits, "MAX_THUMBNAILS", 16)
 
 
 def test_capped_expand_splits_heavy_rows_exactly():
@@ -120,7 +123,7 @@ def test_search_error_in_a_thread_reaches_the_caller(monkeypatch):
         raise RuntimeError("table lookup failed")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(dedup._Search, "run", boom)
+    monkeypatch.setattr(tables._Search, "run", boom)
     with pytest.raises(RuntimeError, match="table lookup failed"):
         near_duplicate_pairs(clustered(3000, 300, seed=1), 4, n_jobs=2)
 
@@ -136,10 +139,10 @@ def confirmed_reference(h: np.ndarray, r: int, thumbs: np.ndarray, min_similarit
 @pytest.mark.parametrize("pixels", [False, True])
 def test_confirmed_groups_match_reference_in_batches_and_blocks(monkeypatch, caps, pixels):
     if caps:
-        monkeypatch.setattr(dedup, "_MAX_CANDIDATES", 97)
-        monkeypatch.setattr(dedup, "_MAX_EDGES", 50)
-        monkeypatch.setattr(dedup, "_MAX_THUMBNAILS", 16)  # components of 17+ images are cut into blocks
-        monkeypatch.setattr(dedup, "_PAIR_CHUNK", 7)
+        monkeypatch.setattr(_limits, "MAX_CANDIDATES", 97)
+        monkeypatch.setattr(_limits, "MAX_EDGES", 50)
+        monkeypatch.setattr(_limits, "MAX_THUMBNAILS", 16)  # components of 17+ images are cut into blocks
+        monkeypatch.setattr(_limits, "PAIR_CHUNK", 7)
     rng = np.random.default_rng(3)
     h = clustered(600, 25, seed=3)
     # image "content": one random image per hash family, so thumbnails of near hashes mostly agree,
@@ -148,7 +151,7 @@ def test_confirmed_groups_match_reference_in_batches_and_blocks(monkeypatch, cap
     pix = family[(h % np.uint64(64)).astype(np.int64)]
     pix[::5] = rng.integers(0, 256, size=(len(pix[::5]), 1024))
     pix[3] = 77  # flat images: confirmed by agreeing hashes alone
-    thumbs = dedup._unit_rows(pix)
+    thumbs = _unit_rows(pix)
     calls = []
 
     def thumbnails(idx):
@@ -175,13 +178,13 @@ def test_confirmed_groups_match_reference_in_batches_and_blocks(monkeypatch, cap
 def test_thumbnail_is_the_normalized_thumbnail_pixels():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(28, 28, 3)).astype(np.uint8)
-    pix = dedup.thumbnail_pixels(image)
+    pix = thumbnail_pixels(image)
     assert pix.dtype == np.uint8 and pix.shape == (1024,)
-    t = dedup.thumbnail(image)
+    t = thumbnail(image)
     assert t.dtype == np.float32 and abs(float(t @ t) - 1) < 1e-5 and abs(float(t.mean())) < 1e-6
     ref = pix.astype(np.float64) - pix.mean()
     np.testing.assert_allclose(t, ref / np.linalg.norm(ref), atol=1e-6)
-    assert not dedup.thumbnail(np.full((28, 28), 9, np.uint8)).any()  # flat: all zero
+    assert not thumbnail(np.full((28, 28), 9, np.uint8)).any()  # flat: all zero
 
 
 def test_confirmed_groups_never_hold_the_candidate_pairs(monkeypatch):
@@ -189,9 +192,9 @@ def test_confirmed_groups_never_hold_the_candidate_pairs(monkeypatch):
     search streams them, so the traced peak stays a fraction of that (with the caps shrunk to match)."""
     import tracemalloc
 
-    monkeypatch.setattr(dedup, "_MAX_CANDIDATES", 4096)
-    monkeypatch.setattr(dedup, "_MAX_EDGES", 4096)
-    monkeypatch.setattr(dedup, "_PAIR_CHUNK", 256)
+    monkeypatch.setattr(_limits, "MAX_CANDIDATES", 4096)
+    monkeypatch.setattr(_limits, "MAX_EDGES", 4096)
+    monkeypatch.setattr(_limits, "PAIR_CHUNK", 256)
     h = np.zeros(2000, dtype=np.uint64)
     pixels = np.tile(np.arange(16, dtype=np.uint8) * 9, (2000, 1))  # 16-pixel "thumbnails", all alike
     pixels[7] = pixels[7][::-1]  # one image differs: its pairs are all rejected
@@ -215,15 +218,60 @@ def test_confirmed_groups_rejects_thumbnails_of_the_wrong_shape():
 
 def test_heavy_buckets_are_split_by_the_cap(small_caps, monkeypatch):
     pieces = []
-    original = dedup._capped_expand
+    sites = set()
 
-    def counting(starts, counts, cap=None):
-        for piece in original(starts, counts, cap):
-            pieces.append(len(piece[3]))
-            yield piece
+    def counting(site):
+        def expand(starts, counts, cap=None):
+            for piece in _capped_expand(starts, counts, cap):
+                pieces.append(len(piece[3]))
+                sites.add(site)
+                yield piece
+        return expand
 
-    monkeypatch.setattr(dedup, "_capped_expand", counting)
+    # looked up in two modules: the table search (buckets) and the equal-hash expansion
+    for module in (tables, search):
+        monkeypatch.setattr(module, "_capped_expand", counting(module.__name__))
     h = clustered(2000, 60, seed=7)
     want, _ = brute(h, 4)
     np.testing.assert_array_equal(near_duplicate_pairs(h, 4), want)
     assert max(pieces) <= 97 and sum(p == 97 for p in pieces) > 10  # many full pieces: candidates were capped
+    assert sites == {"datakit.dedup.tables", "datakit.dedup.search"}  # both patches were called
+
+
+def test_shrunk_caps_take_effect(monkeypatch):
+    """A cap patched in ``_limits`` is the one the code uses (a patch that did nothing would pass vacuously)."""
+    merges = []
+    merge = groups._Components._merge
+
+    def counting_merge(self):
+        merges.append(self._buffered)
+        return merge(self)
+
+    monkeypatch.setattr(groups._Components, "_merge", counting_merge)
+    h = clustered(2000, 60, seed=5)
+    want = near_duplicate_groups(h, 4)
+    assert len(merges) == 1  # default cap: one merge, at the end
+    merges.clear()
+    monkeypatch.setattr(_limits, "MAX_EDGES", 50)
+    np.testing.assert_array_equal(near_duplicate_groups(h, 4), want)
+    assert len(merges) >= 3 and min(merges[:-1]) >= 50  # merged as soon as 50 edges were buffered, then at the end
+
+    class Gathers:  # the thumbnail rows one block holds, recording each gather
+        def __init__(self, rows):
+            self.rows, self.sizes = rows, []
+
+        def __getitem__(self, k):
+            self.sizes.append(len(k))
+            return self.rows[k]
+
+    rng = np.random.default_rng(0)
+    pix = rng.integers(0, 256, size=(30, 64)).astype(np.uint8)
+    pix[5:10] = pix[0]  # confirmed pairs
+    block = _Normalized(pix)
+    block.unit = Gathers(block.unit)
+    a, b = rng.integers(0, 30, 50), rng.integers(0, 30, 50)
+    monkeypatch.setattr(_limits, "PAIR_CHUNK", 7)
+    keep = confirm._similar(block, a, block, b, 0.98)
+    unit = _unit_rows(pix)
+    np.testing.assert_array_equal(keep, (unit[a] * unit[b]).sum(1) >= 0.98)
+    assert keep.sum() > 0 and block.unit.sizes == [7, 7] * 7 + [1, 1]  # 50 pairs compared 7 at a time

@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-from datakit.dedup import (HashIndex, _block_radii, _blocks, _search_tables, exact_duplicate_groups, near_duplicate_groups,
-                           near_duplicate_pairs, nearest_neighbors, popcount64)
+from datakit.dedup import (HashIndex, exact_duplicate_groups, near_duplicate_groups, near_duplicate_pairs,
+                           nearest_neighbors, popcount64)
+from datakit.dedup.plan import _block_radii, _blocks
+from datakit.dedup.search import _search_tables
 
 
 def flip_bits(h: int, d: int, rng: np.random.Generator) -> np.uint64:
