@@ -19,6 +19,7 @@ from PIL import Image
 from datakit.store.dataset import Dataset
 
 __all__ = [
+    "IMAGE_COLUMNS",
     "Group", "make_groups", "shared_labels", "common_mode", "working_size", "load_images",
     "sample_rows", "parse_list", "to_gray_float", "pyplot", "fig_to_png", "image_grid", "GROUP_BY",
 ]
@@ -27,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 #: valid values of the ``group_by`` option
 GROUP_BY = ("auto", "dataset", "source")
+
+#: The manifest columns an audit that opens images reads (``register_audit(columns=...)``):
+#: the 64-character ``id`` and the ``path`` are the heavy ones; ``source_ref``, ``source_label``,
+#: ``query``, ``license`` and the crowd columns are left on disk.
+IMAGE_COLUMNS = ("id", "path", "label", "label_name", "split", "source", "width", "height")
 
 _GRAY_MODES = {"L", "1", "I", "I;16", "F", "LA"}
 

@@ -29,7 +29,7 @@ def _stats(counts: pd.Series) -> dict:
     }
 
 
-@register_audit(NAME)
+@register_audit(NAME, columns=("label", "label_name", "source", "split"))
 def balance(datasets: Sequence[Dataset], *, group_by: str = "dataset", by_split: bool = True) -> AuditResult:
     """Images per class for each dataset (or source), with imbalance measures.
 

@@ -56,9 +56,19 @@ def skipped(name: str, reason: str) -> AuditResult:
     return AuditResult(name=name, skipped=reason)
 
 
-def register_audit(name: str):
-    """Decorator: register ``fn(datasets, **options) -> AuditResult`` under ``name``."""
-    return AUDITS.register(name)
+def register_audit(name: str, *, columns: Sequence[str] | None = None):
+    """Decorator: register ``fn(datasets, **options) -> AuditResult`` under ``name``.
+
+    ``columns`` names the manifest columns the audit reads (``label`` and
+    ``split`` always come); :func:`datakit.report.run_audits` then gives it
+    datasets whose manifest holds only those (:meth:`Dataset.select_columns`),
+    so memory follows what each audit uses. None: every column.
+    """
+    def wrap(fn):
+        fn.manifest_columns = None if columns is None else tuple(columns)
+        return AUDITS.register(name)(fn)
+
+    return wrap
 
 
 _loaded = False

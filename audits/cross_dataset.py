@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from audits._common import (Group, common_mode, fig_to_png, load_images, make_groups, pyplot, sample_rows,
+from audits._common import (IMAGE_COLUMNS, Group, common_mode, fig_to_png, load_images, make_groups, pyplot, sample_rows,
                             shared_labels, working_size)
 from audits._features import feature_spaces, group_features, impute_failed, linear_on_features, natural_images
 from audits._probes import ProbeResult, ProbeUnavailable, fit_predict
@@ -77,7 +77,7 @@ def _splits(g: Group, labels: pd.Series, shared: list[str], rng: np.random.Gener
     return train, test
 
 
-@register_audit(NAME)
+@register_audit(NAME, columns=IMAGE_COLUMNS)
 def cross_dataset(
     datasets: Sequence[Dataset], *, model: str = "auto", epochs: int | None = None, max_train: int = 2000,
     max_test: int = 1000, size_cap: int | None = None, group_by: str = "auto",

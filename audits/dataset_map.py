@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from audits._common import (common_mode, fig_to_png, load_images, make_groups, pyplot, sample_rows, shared_labels,
+from audits._common import (IMAGE_COLUMNS, common_mode, fig_to_png, load_images, make_groups, pyplot, sample_rows, shared_labels,
                             working_size)
 from audits._features import feature_spaces, group_features, natural_images, resolve_features
 from audits.base import AuditResult, register_audit, skipped
@@ -61,7 +61,7 @@ def neighbour_purity(z: np.ndarray, groups: np.ndarray, k: int = 10) -> np.ndarr
     return (groups[idx] == groups[:, None]).mean(1)
 
 
-@register_audit(NAME)
+@register_audit(NAME, columns=IMAGE_COLUMNS)
 def dataset_map(
     datasets: Sequence[Dataset], *, features: Sequence[str] | str = "auto", weights: str | None = None,
     n_per_dataset: int = 500, method: str = "tsne", perplexity: float = 30.0, k: int = 10, max_classes: int = 10,

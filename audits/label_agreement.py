@@ -19,7 +19,7 @@ __all__ = ["label_agreement"]
 NAME = "label_agreement"
 
 
-@register_audit(NAME)
+@register_audit(NAME, columns=("id", "label", "source", "votes"))
 def label_agreement(datasets: Sequence, *, min_common: int = 5, flag_above: float = 0.5, **_options) -> AuditResult:
     """Inter-annotator agreement of the datasets' crowd votes.
 

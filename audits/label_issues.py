@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from audits import _confident as cl
-from audits._common import Group, common_mode, fig_to_png, load_images, pyplot, working_size
+from audits._common import IMAGE_COLUMNS, Group, common_mode, fig_to_png, load_images, pyplot, working_size
 from audits._crowd_evidence import combine_with_votes
 from audits._oof import PROBES, AuditSkip, load_pred_probs, out_of_fold
 from audits.base import AuditResult, register_audit, skipped
@@ -195,7 +195,7 @@ def _heatmap(r: dict) -> bytes:
     return fig_to_png(fig)
 
 
-@register_audit(NAME)
+@register_audit(NAME, columns=IMAGE_COLUMNS + ("votes", "p_correct"))
 def label_issues(datasets: Sequence[Dataset], *, probe: str = "auto", pred_probs: str | None = None,
                  split: str | None = None, folds: int = 5, method: str = "prune_by_noise_rate",
                  epochs: int | None = None, features: str | None = "auto", weights: str | None = None,

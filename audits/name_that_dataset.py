@@ -21,7 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from audits._common import (Group, common_mode, fig_to_png, image_grid, load_images, make_groups, parse_list,
+from audits._common import (IMAGE_COLUMNS, Group, common_mode, fig_to_png, image_grid, load_images, make_groups, parse_list,
                             pyplot, sample_rows, shared_labels, working_size)
 from audits._features import (feature_spaces, group_features, impute_failed, linear_on_features, natural_images,
                               resolve_features, trained_on)
@@ -96,7 +96,7 @@ def _resolve_conv(conv_model: str, conv_size: int | None, natural: bool, size: t
     return conv_model, conv_shape
 
 
-@register_audit(NAME)
+@register_audit(NAME, columns=IMAGE_COLUMNS + ("rank",))
 def name_that_dataset(
     datasets: Sequence[Dataset], *, n_per_dataset: int = 1000, n_test_per_dataset: int = 300,
     probes: Sequence[str] | str = ("linear", "conv"), features: Sequence[str] | str = "auto",

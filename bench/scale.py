@@ -216,15 +216,20 @@ def step_audit(args) -> dict:
     t2 = time.perf_counter()
     out = {"n_hashes": int(len(hashes)), "read_seconds": t1 - t0, "dedup_seconds": t2 - t1,
            "groups_with_several": int((np.bincount(groups) > 1).sum())}
-    try:
-        from audits.base import get_audit
+    from datakit.report import run_audits
 
-        audit = get_audit("balance")
-        t3 = time.perf_counter()
-        audit([open_dataset(args.out)])
-        out["balance_seconds"] = time.perf_counter() - t3
-    except Exception as exc:  # the audit is someone else's code: record, do not hide the dedup figures
-        out["balance_error"] = f"{type(exc).__name__}: {exc}"
+    names = [a for a in args.audits.split(",") if a]
+    t3 = time.perf_counter()
+    run = run_audits([open_dataset(args.out)], names=names, options={"duplicates": {"max_listed": 100}}
+                     if "duplicates" in names else None)
+    out["audits_seconds"] = time.perf_counter() - t3
+    out["audit_status"] = dict(run.status)
+    out["audit_seconds"] = {k: round(v, 2) for k, v in run.seconds.items()}
+    for r in run.results:
+        if run.status.get(r.name) == "failed":
+            out.setdefault("audit_errors", {})[r.name] = r.skipped
+    if "balance" in run.seconds:
+        out["balance_seconds"] = run.seconds["balance"]
     out["driver_peak_mb"] = _peak_self_mb()
     return out
 
@@ -348,6 +353,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="only time near-duplicate search over each pool's pHashes (no build)")
     parser.add_argument("--writer-only", action="store_true",
                         help="only stream an N-row manifest through DatasetWriter.write_manifest (no build)")
+    parser.add_argument("--audits", default="balance,duplicates,low_level_stats,average_image,orientation_artifacts",
+                        help="audits the audit step runs through run_audits (as `datakit audit` does)")
+    parser.add_argument("--audit-only", action="store_true",
+                        help="audit the datasets an earlier --keep run left in --work (no pool, no build)")
     parser.add_argument("--step", choices=["build", "audit", "pool", "dedup", "writer"], help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--backend", help=argparse.SUPPRESS)
@@ -386,26 +395,29 @@ def main(argv: list[str] | None = None) -> int:
         return _components(args, sizes, work, me)
     rows = []
     for n in sizes:
-        info, wall, _ = run_measured(me + ["--step", "pool", "--n", str(n), "--work", str(work)], args.timeout)
-        print(f"pool {n}: ready ({wall:.1f} s)", file=sys.stderr, flush=True)
+        if not args.audit_only:
+            info, wall, _ = run_measured(me + ["--step", "pool", "--n", str(n), "--work", str(work)], args.timeout)
+            print(f"pool {n}: ready ({wall:.1f} s)", file=sys.stderr, flush=True)
         for backend in backends:
             out = work / f"ds-{n}-{backend}"
-            shutil.rmtree(out, ignore_errors=True)
             common = ["--n", str(n), "--work", str(work), "--out", str(out), "--backend", backend,
-                      "--workers", str(args.workers), "--style", args.style]
-            build, wall, tree = run_measured(me + ["--step", "build", *common], args.timeout)
-            row = {"n": n, "backend": backend, "workers": args.workers, "build_wall_s": round(wall, 2),
-                   "build_images_per_s": round(n / wall, 1), "kept": build["kept"], "rejected": build["rejected"],
-                   "process_s": build["process_seconds"], "finalize_s": build["finalize_seconds"],
-                   "build_driver_peak_mb": round(build["driver_peak_mb"], 1), "build_tree_peak_mb": round(tree, 1)}
-            print(f"build {n} {backend}: {row}", file=sys.stderr, flush=True)
+                      "--workers", str(args.workers), "--style", args.style, "--audits", args.audits]
+            if args.audit_only:
+                if not (out / "datakit.json").is_file():
+                    parser.error(f"--audit-only: no built dataset at {out} (run once with --keep)")
+                info = json.loads((out / "datakit.json").read_text())
+                row = {"n": n, "backend": backend, "workers": args.workers, "kept": info["counts"]["kept"],
+                       "rejected": info["counts"]["rejected"]}
+            else:
+                row = _build_row(me, common, n, backend, args, out)
             audit, wall, tree = run_measured(me + ["--step", "audit", *common], args.timeout)
             row.update({"audit_wall_s": round(wall, 2), "dedup_s": round(audit["dedup_seconds"], 3),
                         "near_dup_groups": audit["groups_with_several"],
                         "balance_s": round(audit["balance_seconds"], 3) if "balance_seconds" in audit else None,
-                        "audit_driver_peak_mb": round(audit["driver_peak_mb"], 1)})
-            if "balance_error" in audit:
-                row["balance_error"] = audit["balance_error"]
+                        "audit_driver_peak_mb": round(audit["driver_peak_mb"], 1),
+                        "audits": audit.get("audit_status"), "audit_seconds": audit.get("audit_seconds")})
+            if "audit_errors" in audit:
+                row["audit_errors"] = audit["audit_errors"]
             print(f"audit {n} {backend}: {row}", file=sys.stderr, flush=True)
             rows.append(row)
             if not args.keep:
@@ -413,12 +425,31 @@ def main(argv: list[str] | None = None) -> int:
     return _report(rows, backends, sizes, args)
 
 
+def _build_row(me: list[str], common: list[str], n: int, backend: str, args, out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    build, wall, tree = run_measured(me + ["--step", "build", *common], args.timeout)
+    row = {"n": n, "backend": backend, "workers": args.workers, "build_wall_s": round(wall, 2),
+           "build_images_per_s": round(n / wall, 1), "kept": build["kept"], "rejected": build["rejected"],
+           "process_s": build["process_seconds"], "finalize_s": build["finalize_seconds"],
+           "build_driver_peak_mb": round(build["driver_peak_mb"], 1), "build_tree_peak_mb": round(tree, 1)}
+    print(f"build {n} {backend}: {row}", file=sys.stderr, flush=True)
+    return row
+
+
 def _report(rows: list[dict], backends: list[str], sizes: list[int], args) -> int:
     fits = {}
     for backend in backends:
         sel = [r for r in rows if r["backend"] == backend]
         ns = [r["n"] for r in sel]
+        built = [r for r in sel if "build_wall_s" in r]
         fits[backend] = {
+            "audit_peak_ratio_per_10x": _ratio_per_10x(sel, "audit_driver_peak_mb"),
+            "dedup_k": fit_exponent(ns, [r["dedup_s"] for r in sel]),
+            "nlogn_k": nlogn_exponent(ns),
+        }
+        if len(built) != len(sel):
+            continue
+        fits[backend] |= {
             "build_k": fit_exponent(ns, [r["build_wall_s"] for r in sel]),
             "dedup_k": fit_exponent(ns, [r["dedup_s"] for r in sel]),
             "nlogn_k": nlogn_exponent(ns),

@@ -10,6 +10,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+import pandas as pd
+
 from datakit import __version__
 from datakit.errors import DatakitError
 from datakit.store.dataset import Dataset
@@ -145,10 +147,27 @@ def audit_options(fn: Callable) -> tuple[list[str], bool]:
 
 
 def _describe(ds: Dataset) -> dict:
-    m = ds.manifest
+    m = ds.read_columns(["label", "split"]) if hasattr(ds, "read_columns") else ds.manifest
     return {"name": ds.name, "path": str(ds.root), "checksum": ds.checksum, "images": int(len(m)),
             "classes": int(m["label"].nunique()), "splits": {str(k): int(v) for k, v in
                                                             m["split"].astype(str).value_counts().items()}}
+
+
+def _column(ds: Dataset, name: str) -> pd.Series:
+    """One manifest column, without loading (or caching) the others."""
+    if hasattr(ds, "read_columns") and "manifest" not in vars(ds):
+        frame = ds.read_columns([name])
+        return frame[name] if name in frame.columns else pd.Series([], dtype="string")
+    return ds.manifest[name]
+
+
+def _views(datasets: Sequence[Dataset], columns: Sequence[str] | None) -> list:
+    """Fresh views of the datasets with only the columns an audit declared (all: it declared none).
+
+    Each audit gets its own views, dropped when it returns, so no audit keeps
+    another's columns in memory.
+    """
+    return [ds.select_columns(columns) if hasattr(ds, "select_columns") else ds for ds in datasets]
 
 
 def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = None,
@@ -206,7 +225,7 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
     options = {k: dict(v) for k, v in (options or {}).items()}
     names_in = {ds.name for ds in datasets}
     for key in (class_map or {}):
-        sources = {str(s) for ds in datasets for s in ds.manifest["source"].dropna().unique()}
+        sources = {str(s) for ds in datasets for s in _column(ds, "source").dropna().unique()}
         if key not in names_in and key not in sources:
             raise DatakitError(f"--map refers to unknown dataset {key!r}. Valid values are "
                                f"{{{', '.join(sorted(names_in | sources))}}}.")
@@ -244,7 +263,7 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
             progress(name, False)
         t0, c0 = time.perf_counter(), time.process_time()
         try:
-            result = fn(list(datasets), **kwargs)
+            result = fn(_views(datasets, getattr(fn, "manifest_columns", None)), **kwargs)
             if not isinstance(result, AuditResult):
                 raise TypeError(f"audit {name!r} returned {type(result).__name__}, not AuditResult")
             status = "skipped" if result.skipped else "ok"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["MANIFEST_COLUMNS", "REJECTED_COLUMNS", "empty_manifest", "empty_rejected", "conform"]
+__all__ = ["MANIFEST_COLUMNS", "REJECTED_COLUMNS", "empty_manifest", "empty_rejected", "conform", "manifest_checksum"]
 
 #: One row per kept image. ``label`` is the dataset class id (a wnid or a class
 #: name), ``label_name`` its readable name; ``source_label`` is the label as the
@@ -68,3 +68,27 @@ def empty_manifest() -> pd.DataFrame:
 
 def empty_rejected() -> pd.DataFrame:
     return conform(pd.DataFrame(), REJECTED_COLUMNS)
+
+
+def manifest_checksum(path) -> str:
+    """sha256 over a manifest file's ids, labels and splits (:attr:`Dataset.checksum`).
+
+    Read one column and one row group at a time, so memory does not grow with
+    the dataset.
+    """
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    h = hashlib.sha256()
+    pf = pq.ParquetFile(path, pre_buffer=False)  # one row group at a time (iter_batches reads ahead)
+    for col in ("id", "label", "split"):
+        first = True
+        for group in range(pf.num_row_groups):
+            values = pf.read_row_group(group, columns=[col]).column(0).to_pandas().astype("string").fillna("None")
+            if not len(values):
+                continue
+            h.update((("" if first else "\n") + "\n".join(values)).encode())
+            first = False
+            del values
+    return h.hexdigest()
