@@ -254,25 +254,38 @@ def import_cmd(dataset, file, source, batch) -> None:
                f"{skipped} rejected/cancelled skipped); annotations.parquet now has {len(table)} votes")
 
 
+def _aggregator_names() -> list[str]:
+    from datakit.crowd.aggregation import aggregator_names
+
+    return aggregator_names()
+
+
 @crowd.command("aggregate")
 @dataset_arg
-@click.option("--method", type=click.Choice(["majority_vote", "dawid_skene", "one_coin"]), default="dawid_skene",
-              show_default=True)
+@click.option("--method", type=click.Choice(_aggregator_names()), default="dawid_skene", show_default=True,
+              help="datakit's own (majority_vote, dawid_skene, one_coin) or crowd-kit's (glad, mace, mmsr, wawa, "
+                   "zero_based_skill, crowdkit_*; needs pip install 'datakit[crowdkit]').")
 @click.option("--no-gold", is_flag=True, help="Do not clamp gold items to their known answers.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Also write the result as CSV.")
 @format_option
 def aggregate_cmd(dataset, method, no_gold, out, fmt) -> None:
-    """Aggregate DATASET's votes into one label per item, with its probability."""
+    """Aggregate DATASET's votes into one label per item, with its probability.
+
+    \b
+    Example:
+      datakit crowd aggregate pool --method glad --format csv
+    """
     from datakit.crowd.aggregation import get_aggregator
     from datakit.store.atomic import atomic_write_text
 
     votes = _votes(dataset)
     gold = None if no_gold else _gold(dataset)
     model = get_aggregator(method)()
-    probas = model.fit_predict_proba(votes, gold)
-    labels = model.labels_
-    result = pd.DataFrame({"task": labels.index, "label": labels.to_numpy(),
-                           "probability": probas.max(axis=1).reindex(labels.index).to_numpy(),
+    labels = model.fit_predict(votes, gold)
+    probas = getattr(model, "probas_", None)  # None for methods without probabilities (mmsr)
+    probability = (probas.max(axis=1).reindex(labels.index).to_numpy() if probas is not None
+                   else [float("nan")] * len(labels))
+    result = pd.DataFrame({"task": labels.index, "label": labels.to_numpy(), "probability": probability,
                            "votes": votes.groupby("task").size().reindex(labels.index).to_numpy()})
     if out:
         atomic_write_text(out, result.to_csv(index=False))

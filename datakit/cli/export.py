@@ -27,19 +27,26 @@ Formats:
   imagefolder  <out>/<split>/<class>/<id>.png (torchvision ImageFolder)
   idx          <out>/<split>-images-idx3-ubyte.gz + labels (MNIST files)
   webdataset   tar shards (when available; see --shard-size)
+  huggingface  <out>/data/<split>-*.parquet + README.md: datasets.load_dataset(out)
+               opens it (images embedded, ClassLabel names, provenance columns)
+  croissant    Croissant 1.0 JSON-LD describing the dataset in place; --out is a
+               .json file or a folder (croissant.json), e.g. the dataset itself
 
 \b
-Example:
+Examples:
   datakit export demo/digits --format imagefolder --out exports/digits
+  datakit export demo/digits --format huggingface --out exports/digits-hf
+  datakit export demo/digits --format croissant --out demo/digits
 """)
 @click.argument("dataset", type=click.Path(file_okay=False))
 @click.option("--format", "fmt", required=True, metavar="FORMAT",
               help="imagefolder, idx, webdataset, ... (an unknown name lists the valid ones).")
-@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Output directory (croissant: a .json file or a folder).")
 @click.option("--split", default=None, help="Export only this split (default: all).")
 @click.option("--size", default=None, metavar="HxW", help="idx: resize images to HEIGHTxWIDTH first.")
 @click.option("--link", is_flag=True, help="imagefolder: hard-link images instead of copying.")
-@click.option("--shard-size", default=None, help="webdataset: largest shard, e.g. 500MB.")
+@click.option("--shard-size", default=None, help="webdataset, huggingface: largest shard, e.g. 500MB.")
 @quiet_option
 def export(dataset, fmt, out, split, size, link, shard_size, quiet):
     from datakit import open_dataset
@@ -64,5 +71,5 @@ def export(dataset, fmt, out, split, size, link, shard_size, quiet):
             raise DatakitError(f"format {fmt!r} does not take these options ({exc}).") from None
     splits = summary.get("splits") or {}
     detail = ", ".join(f"{k}: {v}" for k, v in splits.items())
-    click.echo(f"Exported {summary.get('images', n)} images of {ds.name} as {fmt} to {out}"
+    click.echo(f"Exported {summary.get('images', n)} images of {ds.name} as {fmt} to {summary.get('out', out)}"
                + (f" ({detail})" if detail else "") + ".")

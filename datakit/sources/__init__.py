@@ -4,6 +4,7 @@ from datakit.sources.base import SOURCES, Source, SourceItem, get_source, regist
 # built-in sources register themselves on import
 from datakit.sources import folder, idx, sklearn_digits, torchvision_source, usps  # noqa: E402,F401
 from datakit.sources import candidates  # noqa: E402,F401  (the "candidates" kind, issue 5)
+from datakit.sources import huggingface  # noqa: E402,F401  (the "huggingface" kind, issue 15)
 from datakit.sources.decode import item_to_image, load_image, sniff_format, to_array  # noqa: E402
 from datakit.sources.idx import read_idx, write_idx  # noqa: E402
 

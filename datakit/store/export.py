@@ -18,6 +18,23 @@ Built in:
     MNIST IDX files per split, gzipped: ``<split>-images-idx3-ubyte.gz`` and
     ``<split>-labels-idx1-ubyte.gz`` (labels are class indices in the order of
     ``classes.txt``, which is written next to them).
+
+In their own modules (registered by :func:`export_formats`):
+
+``webdataset``
+    tar shards (:mod:`datakit.store.webdataset`).
+``huggingface``
+    Parquet shards with embedded images, ``ClassLabel`` names and the
+    provenance columns, plus a dataset card; ``datasets.load_dataset(out)``
+    opens it (:mod:`datakit.store.huggingface`).
+``croissant``
+    MLCommons Croissant 1.0 JSON-LD describing the dataset directory in
+    place (:mod:`datakit.store.croissant`); ``out`` may be a directory
+    (``croissant.json`` is written in it) or a ``.json`` file.
+
+An exporter whose ``out`` may be a file sets ``fn.out_may_be_file = True``;
+``export_dataset`` then leaves creating ``out`` to it. One that copies no
+data (``croissant``) sets ``fn.may_write_inside_dataset = True``.
 """
 from __future__ import annotations
 
@@ -49,20 +66,30 @@ def register_exporter(name: str):
     return EXPORTERS.register(name)
 
 
+#: format -> (module, function) of the exporters that live in their own modules
+_PLUGINS = {
+    "webdataset": ("datakit.store.webdataset", "export_webdataset"),
+    "huggingface": ("datakit.store.huggingface", "export_huggingface"),
+    "croissant": ("datakit.store.croissant", "export_croissant"),
+}
+
+
 def _load_plugins() -> None:
     """Register exporters that live in their own modules (imported lazily: they may pull in torch)."""
     import importlib
 
-    if "webdataset" not in EXPORTERS:
+    for name, (module, attr) in _PLUGINS.items():
+        if name in EXPORTERS:
+            continue
         try:
-            mod = importlib.import_module("datakit.store.webdataset")
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != "datakit.store.webdataset":
+            if exc.name != module:
                 raise
-            return
-        fn = getattr(mod, "export_webdataset", None)
-        if fn is not None and "webdataset" not in EXPORTERS:
-            EXPORTERS.register("webdataset")(fn)
+            continue
+        fn = getattr(mod, attr, None)
+        if fn is not None and name not in EXPORTERS:
+            EXPORTERS.register(name)(fn)
 
 
 def export_formats() -> list[str]:
@@ -81,7 +108,7 @@ def export_dataset(dataset: Any, fmt: str, out: str | os.PathLike, *, split: str
     fmt : str
         A name in :data:`EXPORTERS` (``imagefolder``, ``idx``, ...).
     out : path
-        Output directory (created).
+        Output directory (created), or a file for formats that write one (``croissant``).
     split : str, optional
         Export only this split (default: every split).
     progress : callable, optional
@@ -105,9 +132,13 @@ def export_dataset(dataset: Any, fmt: str, out: str | os.PathLike, *, split: str
     if split is not None and split not in ds.splits:
         raise DatakitError(f"Unknown split {split!r} in {ds.root}. Valid values are {{{', '.join(ds.splits)}}}.")
     out = Path(out)
-    if out.resolve() == ds.root.resolve() or ds.root.resolve() in out.resolve().parents:
+    inside = out.resolve() == ds.root.resolve() or ds.root.resolve() in out.resolve().parents
+    if inside and not getattr(exporter, "may_write_inside_dataset", False):
         raise DatakitError(f"--out {out} is inside the dataset {ds.root}; export somewhere else.")
-    out.mkdir(parents=True, exist_ok=True)
+    if not getattr(exporter, "out_may_be_file", False):
+        if out.exists() and not out.is_dir():
+            raise DatakitError(f"--out {out} is a file; format {fmt!r} writes a directory.")
+        out.mkdir(parents=True, exist_ok=True)
     return exporter(ds, out, split=split, progress=progress, **options)
 
 
