@@ -12,7 +12,8 @@ from typing import Callable
 from datakit.build.curate import _plan_curate
 from datakit.build.staging import _STAGING_VERSION
 from datakit.errors import DatakitError, RecipeError
-from datakit.recipe import Recipe, _make_normalizer, load_recipe, resolve_data_root
+from datakit.recipe import Recipe, load_recipe, resolve_data_root
+from datakit.recipe.parse import _make_normalizer
 
 __all__ = ["BuildPlan", "plan_build"]
 
