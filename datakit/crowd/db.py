@@ -6,6 +6,10 @@ acknowledged only after its transaction committed, so it survives a crash of
 the server (kill -9) and of the machine. ``UNIQUE(task, item, worker)``: a
 worker's vote on an item of a task counts once -- the first one; a repeat is
 ignored and reported as a duplicate.
+
+Table ``pauses``: workers the app paused for failing gold items. Their votes
+stay in ``votes`` and are flagged (:meth:`VoteDB.flagged`), for the operator to
+review before importing them.
 """
 from __future__ import annotations
 
@@ -35,6 +39,11 @@ CREATE TABLE IF NOT EXISTS votes (
     UNIQUE (task, item, worker)
 );
 CREATE INDEX IF NOT EXISTS votes_worker ON votes (worker);
+CREATE TABLE IF NOT EXISTS pauses (
+    worker   TEXT PRIMARY KEY,
+    time     REAL NOT NULL,
+    reason   TEXT NOT NULL
+);
 """
 
 
@@ -50,6 +59,8 @@ class VoteDB:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         self._local = threading.local()
+        # writers of this process queue here rather than in SQLite's busy handler, whose sleeps make a long tail
+        self._write_lock = threading.Lock()
         con = self._connect()
         con.executescript(_SCHEMA)
 
@@ -73,19 +84,21 @@ class VoteDB:
         when = _time.time() if when is None else when
         con = self._connect()
         new = dup = 0
-        con.execute("BEGIN IMMEDIATE")
-        try:
-            for task, item, worker, label in votes:
-                cur = con.execute("INSERT OR IGNORE INTO votes (task, item, worker, label, time) VALUES (?, ?, ?, ?, ?)",
-                                  (task, item, worker, label, when))
-                if cur.rowcount == 1:
-                    new += 1
-                else:
-                    dup += 1
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+        votes = list(votes)
+        with self._write_lock:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                for task, item, worker, label in votes:
+                    cur = con.execute("INSERT OR IGNORE INTO votes (task, item, worker, label, time) "
+                                      "VALUES (?, ?, ?, ?, ?)", (task, item, worker, label, when))
+                    if cur.rowcount == 1:
+                        new += 1
+                    else:
+                        dup += 1
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
         return new, dup
 
     def done_tasks(self, worker: str) -> set[str]:
@@ -96,6 +109,38 @@ class VoteDB:
     def workers_per_task(self) -> dict[str, int]:
         rows = self._connect().execute("SELECT task, COUNT(DISTINCT worker) FROM votes GROUP BY task").fetchall()
         return dict(rows)
+
+    def worker_votes(self, worker: str) -> list[tuple[str, str, str]]:
+        """``(task, item, label)`` of every vote of ``worker``."""
+        return self._connect().execute("SELECT task, item, label FROM votes WHERE worker = ?", (worker,)).fetchall()
+
+    def pause(self, worker: str, reason: str, when: float | None = None) -> bool:
+        """Mark ``worker`` paused (their votes flagged); False if already paused."""
+        cur = self._connect().execute("INSERT OR IGNORE INTO pauses (worker, time, reason) VALUES (?, ?, ?)",
+                                      (worker, _time.time() if when is None else when, reason))
+        return cur.rowcount == 1
+
+    def unpause(self, worker: str) -> bool:
+        """Lift a pause; False if ``worker`` was not paused."""
+        return self._connect().execute("DELETE FROM pauses WHERE worker = ?", (worker,)).rowcount == 1
+
+    def paused(self) -> dict[str, str]:
+        """Paused workers -> reason."""
+        return dict(self._connect().execute("SELECT worker, reason FROM pauses ORDER BY worker").fetchall())
+
+    def is_paused(self, worker: str) -> str | None:
+        """The reason ``worker`` is paused, or None."""
+        row = self._connect().execute("SELECT reason FROM pauses WHERE worker = ?", (worker,)).fetchone()
+        return None if row is None else row[0]
+
+    def flagged(self) -> pd.DataFrame:
+        """The votes of paused workers (kept, but to be reviewed): like :meth:`frame`."""
+        return pd.read_sql_query("SELECT id, task, item, worker, label, time FROM votes "
+                                 "WHERE worker IN (SELECT worker FROM pauses) ORDER BY id", self._connect())
+
+    def task_workers(self) -> set[tuple[str, str]]:
+        """Every ``(task, worker)`` pair with at least one vote."""
+        return set(self._connect().execute("SELECT DISTINCT task, worker FROM votes").fetchall())
 
     def count(self) -> int:
         return int(self._connect().execute("SELECT COUNT(*) FROM votes").fetchone()[0])

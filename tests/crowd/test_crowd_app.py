@@ -1,6 +1,8 @@
-"""The annotation app: endpoints, bad requests, 20 concurrent annotators, kill -9, headless Chromium."""
+"""The annotation app in open mode (no invitations): endpoints, bad requests, 20 concurrent annotators,
+kill -9 (open and with invitations), headless Chromium."""
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
@@ -46,9 +48,10 @@ def server(app_dataset):
     srv.server_close()
 
 
-def _call(url, body=None, raw=None):
+def _call(url, body=None, raw=None, token=None):
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    req = urllib.request.Request(url, data=data, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
             return resp.status, resp.read()
@@ -56,8 +59,8 @@ def _call(url, body=None, raw=None):
         return exc.code, exc.read()
 
 
-def _json(url, body=None, raw=None):
-    status, data = _call(url, body, raw)
+def _json(url, body=None, raw=None, token=None):
+    status, data = _call(url, body, raw, token)
     return status, json.loads(data)
 
 
@@ -94,9 +97,9 @@ def test_pages_tasks_votes_and_gold_feedback(server):
 @pytest.mark.parametrize("path,body,raw,status,reason", [
     ("/api/submit", {"task": "x", "answers": {"a": "yes"}}, None, 400, "missing field 'worker'"),
     ("/api/submit", {"worker": "al", "answers": {"a": "yes"}}, None, 400, "missing field 'task'"),
-    ("/api/submit", {"worker": "al", "task": "nope-0000", "answers": {"a": "yes"}}, None, 404, "unknown task 'nope-0000'"),
+    ("/api/submit", {"worker": "al", "task": "nope-0000", "answers": {"a": "yes"}}, None, 400, "unknown task 'nope-0000'"),
     ("/api/submit", {"worker": "al", "task": "TASK", "answers": {}}, None, 400, "missing field 'answers'"),
-    ("/api/submit", {"worker": "al", "task": "TASK", "answers": {"ghost": "yes"}}, None, 404, "unknown item 'ghost'"),
+    ("/api/submit", {"worker": "al", "task": "TASK", "answers": {"ghost": "yes"}}, None, 400, "unknown item 'ghost'"),
     ("/api/submit", {"worker": "al", "task": "TASK", "answers": {"ITEM": "maybe"}}, None, 400, "invalid label 'maybe'"),
     ("/api/submit", {"worker": "a b/c", "task": "TASK", "answers": {"ITEM": "yes"}}, None, 400, "invalid worker name"),
     ("/api/submit", None, b"{not json", 400, "not valid JSON"),
@@ -167,9 +170,9 @@ def test_twenty_concurrent_annotators_lose_and_duplicate_nothing(server):
         assert all(r == 0 and d == len(grids[t]) for t, r, d in repeats)
 
 
-def _start(root, port=0):
-    proc = subprocess.Popen([sys.executable, "-m", "datakit", "annotate", "serve", str(root), "--port", str(port)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+def _start(root, port=0, extra=()):
+    proc = subprocess.Popen([sys.executable, "-m", "datakit", "annotate", "serve", str(root), "--port", str(port),
+                             *extra], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     line = proc.stderr.readline()
     if "Serving" not in line:
         proc.kill()
@@ -177,9 +180,15 @@ def _start(root, port=0):
     return proc, int(line.split("http://127.0.0.1:")[1].split("/")[0])
 
 
-def test_acknowledged_votes_survive_kill_9(app_dataset):
+@pytest.mark.parametrize("invited", [False, True], ids=["open", "invitations"])
+def test_acknowledged_votes_survive_kill_9(app_dataset, invited):
     root, tasks = app_dataset
-    proc, port = _start(root)
+    tokens = {}
+    if invited:  # the uvicorn server with credentials: each voter sends its own bearer secret
+        from datakit.crowd.credentials import CredentialStore
+
+        tokens = CredentialStore(Path(root) / "votes.sqlite").invite([f"v{k}" for k in range(4)])
+    proc, port = _start(root, extra=("--rate", "0", "--pause-below", "0"))
     base = f"http://127.0.0.1:{port}"
     acked = set()
     stop = threading.Event()
@@ -191,8 +200,8 @@ def test_acknowledged_votes_survive_kill_9(app_dataset):
                 return
             try:
                 status, reply = _json(base + "/api/vote", {"worker": f"v{k}", "task": task, "item": item,
-                                                           "label": "yes" if n % 2 else "no"})
-            except (urllib.error.URLError, ConnectionError, OSError):
+                                                           "label": "yes" if n % 2 else "no"}, token=tokens.get(f"v{k}"))
+            except (urllib.error.URLError, ConnectionError, OSError, http.client.HTTPException, ValueError):
                 return
             if status == 200 and reply["recorded"] == 1:
                 acked.add((task, item, f"v{k}"))
@@ -213,7 +222,7 @@ def test_acknowledged_votes_survive_kill_9(app_dataset):
     try:
         stored = VoteDB(Path(root) / "votes.sqlite").frame()
         assert acked <= set(zip(stored["task"], stored["item"], stored["worker"]))
-        status, stats = _json(f"http://127.0.0.1:{port2}/api/stats")
+        status, stats = _json(f"http://127.0.0.1:{port2}/api/stats", token=tokens.get("v0"))
         assert status == 200 and stats["votes"] == len(stored)
     finally:
         proc2.kill()
@@ -241,6 +250,7 @@ def _chrome(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 def test_end_to_end_in_headless_chromium(server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
