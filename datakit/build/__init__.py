@@ -33,7 +33,7 @@ Modules, one stage a file: :mod:`~datakit.build.plan` (recipe -> :class:`BuildPl
 (the ``.build`` chunks), :mod:`~datakit.build.streaming` and
 :mod:`~datakit.build.finalize` (the finalize pass without / with ``[curate]`` or
 ``[relabel]``), :mod:`~datakit.build.curate`, :mod:`~datakit.build.labels`,
-:mod:`~datakit.build.summary`, :mod:`~datakit.build.checksums`,
+:mod:`~datakit.build.summary`,
 :mod:`~datakit.build.orphans`, and :mod:`~datakit.build.run` (``build_dataset``).
 See ``docs/architecture.md``.
 """

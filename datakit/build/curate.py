@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from datakit.build.checksums import _file_sha256
+from datakit.store.manifest import file_sha256 as _file_sha256
 from datakit.errors import DatakitError, RecipeError
 from datakit.recipe import Recipe
 from datakit.store.splits import SPLIT_ORDER

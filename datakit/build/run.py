@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from datakit.build.checksums import _file_sha256
+from datakit.store.manifest import file_sha256 as _file_sha256
 from datakit.build.finalize import _finalize
 from datakit.build.labels import _class_order
 from datakit.build.orphans import _id_digest, _remove_orphans

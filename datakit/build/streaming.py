@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from datakit._memory import release_memory as _release_memory
-from datakit.build.checksums import _manifest_checksum
+from datakit.store.manifest import manifest_checksum as _manifest_checksum
 from datakit.build.finalize import _group_near_duplicates
 from datakit.build.labels import _chunk_labels, _class_order, _codes, _keeps_split, _note_unmapped, _warn_unmapped
 from datakit.build.orphans import _id_digest

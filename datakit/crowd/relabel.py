@@ -27,7 +27,6 @@ verification round) are not mixed in.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from datakit.store.manifest import file_sha256
 from datakit.errors import DatakitError, RecipeError
 
 __all__ = [
@@ -312,14 +312,6 @@ def decide_relabel(relabel: pd.DataFrame, labels: pd.Series, votes: pd.DataFrame
 # --------------------------------------------------------------------------- the build's [relabel] inputs
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def plan_relabel(spec, *, recipe_path: Path | None, data_root: Path | None) -> dict:
     """Resolve the ``[relabel]`` directory and check its files before any work; hash them.
 
@@ -355,7 +347,7 @@ def plan_relabel(spec, *, recipe_path: Path | None, data_root: Path | None) -> d
     if not files["annotations"].is_file():
         raise RecipeError(f"relabel.annotations: {found} holds no annotations.parquet; collect the re-annotation "
                           "votes with `datakit annotate serve` or `datakit crowd import` first.")
-    return {**{k: str(v) for k, v in files.items()}, "sha256": {k: _sha256(v) for k, v in files.items()}}
+    return {**{k: str(v) for k, v in files.items()}, "sha256": {k: file_sha256(v) for k, v in files.items()}}
 
 
 def apply_relabel(spec, files: dict, kept: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:

@@ -33,7 +33,6 @@ the datasheet
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -42,6 +41,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from datakit.store.manifest import file_sha256
 from datakit.errors import DatakitError
 from datakit.store.atomic import atomic_write_json
 
@@ -100,14 +100,6 @@ _DESCRIPTIONS = {
     "license": "License of the image.", "original_label": "Label before crowd relabelling changed it.",
     "near_dup_group": "Near-duplicate group (images in one group share a split).",
 }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _sections(markdown: str) -> tuple[str, dict[str, str]]:
@@ -183,7 +175,7 @@ def croissant_metadata(ds, json_dir: Path) -> dict[str, Any]:
         path = ds.root / name
         if path.exists():
             distribution.append({"@type": "cr:FileObject", "@id": fid, "name": name, "description": desc,
-                                 "contentUrl": url(name), "encodingFormat": fmt, "sha256": _sha256(path)})
+                                 "contentUrl": url(name), "encodingFormat": fmt, "sha256": file_sha256(path)})
     image_glob = url("images") + "/*/*.png"
     distribution.append({"@type": "cr:FileSet", "@id": "image-files", "name": "image-files",
                          "description": "The images, PNG, stored once each under images/<id[:2]>/<id>.png.",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["MANIFEST_COLUMNS", "REJECTED_COLUMNS", "empty_manifest", "empty_rejected", "conform", "manifest_checksum"]
+__all__ = ["MANIFEST_COLUMNS", "REJECTED_COLUMNS", "empty_manifest", "empty_rejected", "conform", "file_sha256", "manifest_checksum"]
 
 #: One row per kept image. ``label`` is the dataset class id (a wnid or a class
 #: name), ``label_name`` its readable name; ``source_label`` is the label as the
@@ -91,4 +91,15 @@ def manifest_checksum(path) -> str:
             h.update((("" if first else "\n") + "\n".join(values)).encode())
             first = False
             del values
+    return h.hexdigest()
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes, read 1 MiB at a time (the dataset files' checksums in ``datakit.json``)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
     return h.hexdigest()
