@@ -30,6 +30,8 @@ def _rejection(stage: str, reason: str, detail: str = "") -> dict:
 
 #: Store folders this process has made (skips a mkdir system call per image).
 _MADE_DIRS: set[str] = set()
+#: Numbers the temporary files of this process.
+_TMP_COUNTER = itertools.count()
 
 
 def _put_image(store_root: str, data: bytes) -> tuple[str, str]:
@@ -67,8 +69,6 @@ def _put_image(store_root: str, data: bytes) -> tuple[str, str]:
         raise
     return image_id, rel
 
-
-_TMP_COUNTER = itertools.count()
 
 
 def process_item(item: SourceItem, *, normalizer: Callable, label_map: dict | None, store_root: str) -> dict:

@@ -26,6 +26,8 @@ import time as _time
 from dataclasses import dataclass
 from pathlib import Path
 
+from datakit.crowd.db import thread_connection
+
 __all__ = ["Credential", "CredentialStore", "OPERATOR", "WORKER_RE", "check_worker_name", "hash_token"]
 
 OPERATOR = "operator"
@@ -84,14 +86,7 @@ class CredentialStore:
         self._connect().executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute("PRAGMA busy_timeout=30000")
-            self._local.con = con
-        return con
+        return thread_connection(self._local, self.path)
 
     def _issue(self, con: sqlite3.Connection, worker: str, role: str) -> str:
         token = secrets.token_urlsafe(TOKEN_BYTES)

@@ -24,7 +24,23 @@ import pandas as pd
 
 from datakit.crowd.tasks import conform_annotations
 
-__all__ = ["VoteDB", "DB_FILE"]
+__all__ = ["VoteDB", "DB_FILE", "thread_connection"]
+
+
+def thread_connection(local: threading.local, path: Path) -> sqlite3.Connection:
+    """This thread's connection to ``votes.sqlite`` (made on first use): autocommit, WAL, full fsync.
+
+    Shared by :class:`VoteDB` and :class:`datakit.crowd.credentials.CredentialStore`, which keep their
+    tables in the same file.
+    """
+    con = getattr(local, "con", None)
+    if con is None:
+        con = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA synchronous=FULL")
+        con.execute("PRAGMA busy_timeout=30000")
+        local.con = con
+    return con
 
 DB_FILE = "votes.sqlite"
 
@@ -65,14 +81,7 @@ class VoteDB:
         con.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute("PRAGMA busy_timeout=30000")
-            self._local.con = con
-        return con
+        return thread_connection(self._local, self.path)
 
     def record(self, votes: Iterable[tuple[str, str, str, str]], when: float | None = None) -> tuple[int, int]:
         """Store ``(task, item, worker, label)`` votes in one transaction.

@@ -17,7 +17,7 @@ from datakit.cli import cli
 from datakit.errors import DatakitError, RecipeError
 from datakit.recipe import parse_recipe
 
-from build_fixtures import blocky_glyph as _glyph, save_png as _png
+from image_helpers import blocky_glyph as _glyph, save_png as _png
 
 BASE = """
 name = "curated"

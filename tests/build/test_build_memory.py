@@ -14,7 +14,7 @@ import datakit.build.streaming as build_streaming
 from datakit.build import build_dataset
 from datakit.store.splits import SPLIT_ORDER, assign_split_codes, assign_splits
 
-from build_fixtures import save_png as _png
+from image_helpers import save_png as _png
 
 
 # --------------------------------------------------------------------------- reference split assignment

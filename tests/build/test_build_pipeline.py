@@ -12,7 +12,7 @@ from PIL import Image
 import datakit
 from datakit.build import build_dataset
 
-from build_fixtures import blocky_glyph as _digit, save_png as _png
+from image_helpers import blocky_glyph as _digit, save_png as _png
 
 DIGITS = textwrap.dedent("""
     name = "small-digits"

@@ -1,8 +1,6 @@
 """A worker's experience in headless Chromium: invitation link, keyboard labeling, gold feedback, resuming."""
 from __future__ import annotations
 
-import os
-import shutil
 import threading
 
 import pandas as pd
@@ -13,24 +11,7 @@ from datakit.crowd.app import make_server
 from datakit.crowd.credentials import CredentialStore
 from datakit.crowd.tasks import make_binary_tasks, save_tasks
 
-
-def _chrome(tmp_path):
-    chromium, driver = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not (os.path.exists(chromium) and os.path.exists(driver)):
-        pytest.skip("headless Chromium not available (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'chrome-profile'}"):
-        opts.add_argument(flag)
-    try:
-        return webdriver.Chrome(service=Service(driver), options=opts)
-    except Exception as exc:  # noqa: BLE001 - any failure to launch the browser is a skip, with the reason
-        pytest.skip(f"headless Chromium did not start: {exc}")
+from browser_helpers import headless_chrome
 
 
 @pytest.fixture
@@ -61,7 +42,7 @@ def test_invited_worker_labels_with_the_keyboard_and_resumes(invited_server, tmp
     from selenium.webdriver.support.ui import WebDriverWait
 
     srv, base, tasks, token = invited_server
-    browser = _chrome(tmp_path)
+    browser = headless_chrome(tmp_path)
     keys = lambda *k: ActionChains(browser).send_keys(*k).perform()  # noqa: E731 - to the focused element
     cells = lambda: browser.find_elements(By.CSS_SELECTOR, "#grid .cell")  # noqa: E731
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from datakit import open_dataset
 from datakit.crowd.app import make_server
 from datakit.crowd.db import VoteDB
 from datakit.crowd.tasks import make_binary_tasks, save_tasks
+
+from browser_helpers import headless_chrome
 
 
 @pytest.fixture
@@ -230,25 +231,6 @@ def test_acknowledged_votes_survive_kill_9(app_dataset, invited):
         proc2.stderr.close()
 
 
-def _chrome(tmp_path):
-    chromium, driver = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
-    if not (os.path.exists(chromium) and os.path.exists(driver)):
-        pytest.skip("headless Chromium not available (apt-get install chromium chromium-driver)")
-    webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", "--disable-dev-shm-usage",
-                 f"--user-data-dir={tmp_path / 'chrome-profile'}"):
-        opts.add_argument(flag)
-    try:
-        return webdriver.Chrome(service=Service(driver), options=opts)
-    except Exception as exc:  # noqa: BLE001 - any failure to launch the browser is a skip, with the reason
-        pytest.skip(f"headless Chromium did not start: {exc}")
-
-
 @pytest.mark.slow
 @pytest.mark.browser
 def test_end_to_end_in_headless_chromium(server, tmp_path):
@@ -257,7 +239,7 @@ def test_end_to_end_in_headless_chromium(server, tmp_path):
     from selenium.webdriver.support.ui import WebDriverWait
 
     srv, base, tasks = server
-    browser = _chrome(tmp_path)
+    browser = headless_chrome(tmp_path)
     try:
         wait = WebDriverWait(browser, 30)
         browser.get(base + "/")

@@ -5,7 +5,6 @@ import json
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -17,6 +16,8 @@ from datakit.cli import cli
 from datakit.crowd.relabel import NONE_OF_THESE, RELABEL_FILE, decide_relabel
 from datakit.errors import RecipeError
 from datakit.recipe import parse_recipe
+
+from image_helpers import blocky_glyph as _glyph
 
 NAME = "relabel-demo"
 RECIPE = f"""
@@ -41,15 +42,6 @@ FLAGGED = {
     "c/2.png": ("a", [NONE_OF_THESE, NONE_OF_THESE, "a"]),      # none of these: drop
     "a/3.png": ("c", ["a", "b", "c"]),                          # split votes: unresolved
 }
-
-
-def _glyph(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    pattern = rng.random((5, 5)) < 0.5
-    pattern[2, 2] = True
-    a = np.zeros((40, 40), np.uint8)
-    a[5:35, 5:35] = np.kron(pattern, np.ones((6, 6), bool)) * 255
-    return a
 
 
 def _report(path: Path, rows: list[list], *, skipped: str | None = None, audits: dict | None = None) -> Path:

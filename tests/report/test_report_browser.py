@@ -1,8 +1,6 @@
 """report.html as a person sees it: headless Chromium loads every figure and shows the summary numbers."""
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,28 +12,13 @@ from datakit.report import run_audits, write_report
 from datakit.report.format import format_value
 from datakit.store.writer import write_dataset
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+from browser_helpers import headless_chrome
+
 
 
 @pytest.fixture
 def driver(tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-    from selenium.webdriver.chrome.service import Service
-
-    for path, pkg in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
-        if not Path(path).exists():
-            pytest.skip(f"{path} not found (apt-get install {pkg})")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic", "--window-size=1200,900",
-                 f"--user-data-dir={tmp_path / 'chromium-profile'}"):
-        options.add_argument(flag)
-    try:
-        drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    except Exception as exc:  # selenium raises several types when the browser cannot start here
-        pytest.skip(f"headless Chromium did not start: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    drv = headless_chrome(tmp_path, "--window-size=1200,900")
     yield drv
     drv.quit()
 

@@ -1,4 +1,4 @@
-"""Image helpers for the build tests (a module of their own: ``from conftest import`` would pick up
+"""Image helpers for the tests (a module of their own: ``from conftest import`` would pick up
 whichever conftest pytest loaded first)."""
 from __future__ import annotations
 
