@@ -394,6 +394,9 @@ def train_dataset(dataset: str | os.PathLike | Dataset, model: str = "lenet5", *
                 atomic_write_json(metrics_path, plain(metrics_doc))
             kept = (f"{ckpt_path} keeps epoch {metrics_doc['epochs'][-1]['epoch']}" if metrics_doc["epochs"]
                     else "no epoch completed, so no checkpoint was written")
+            # every rank stops at the same batch (the loop agrees on it); meet here, as a finished run does,
+            # so no rank tears down the process group while another is still using it
+            dist.barrier()
             raise TrainingDiverged(exc.epoch, exc.batch, exc.loss, note=f"The run stopped; {kept}.") from None
         finally:
             if bar is not None and hasattr(bar, "close"):
