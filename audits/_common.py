@@ -19,7 +19,7 @@ from PIL import Image
 from datakit.store.dataset import Dataset
 
 __all__ = [
-    "IMAGE_COLUMNS",
+    "IMAGE_COLUMNS", "PIXEL_COLUMNS", "image_paths",
     "Group", "make_groups", "shared_labels", "common_mode", "working_size", "load_images",
     "sample_rows", "parse_list", "to_gray_float", "pyplot", "fig_to_png", "image_grid", "GROUP_BY",
 ]
@@ -33,6 +33,10 @@ GROUP_BY = ("auto", "dataset", "source")
 #: the 64-character ``id`` and the ``path`` are the heavy ones; ``source_ref``, ``source_label``,
 #: ``query``, ``license`` and the crowd columns are left on disk.
 IMAGE_COLUMNS = ("id", "path", "label", "label_name", "split", "source", "width", "height")
+#: ... of an audit that opens images only through :func:`load_images` and lists none by id: no ``id``
+#: and no ``path`` (the paths of the images it opens are read when it opens them,
+#: :meth:`Dataset.column_values`), so a million-image manifest view is about 50 MB, not 200
+PIXEL_COLUMNS = ("label", "label_name", "split", "source", "width", "height")
 
 _GRAY_MODES = {"L", "1", "I", "I;16", "F", "LA"}
 
@@ -123,14 +127,19 @@ def shared_labels(group: Group, class_map: Mapping[str, Mapping[str, str]] | Non
     -------
     Series of str (NaN for unlabeled images), indexed like ``group.frame``.
     """
-    labels = group.frame["label"].astype("object")
+    col = group.frame["label"]
     mapping: dict[str, str] = {}
     if class_map:
         for key in (group.dataset.name, group.name):
             mapping.update({str(k): str(v) for k, v in (class_map.get(key) or {}).items()})
-    if mapping:
-        labels = labels.map(lambda l: mapping.get(l, l) if isinstance(l, str) else l)
-    return labels
+    # one Python object per distinct label, shared by its rows (``astype(object)`` made a string per row:
+    # about 60 MB at a million images)
+    codes, uniques = pd.factorize(col)
+    missing = col.isna().to_numpy()
+    na = col[missing].iloc[0] if missing.any() else np.nan
+    values = np.array([mapping.get(l, l) if isinstance(l, str) else l for l in uniques.astype(object)] + [na],
+                      dtype=object)
+    return pd.Series(values[codes], index=col.index, name=col.name, dtype=object)
 
 
 def common_mode(groups: Sequence[Group], probe: int = 16) -> str:
@@ -142,7 +151,7 @@ def common_mode(groups: Sequence[Group], probe: int = 16) -> str:
         if len(g) == 0:
             continue
         take = np.unique(np.linspace(0, len(g) - 1, num=min(probe, len(g))).astype(int))
-        for rel in g.frame["path"].iloc[take]:
+        for rel in image_paths(g.dataset, g.positions[take]):
             with Image.open(g.dataset.root / rel) as im:
                 if im.mode not in _GRAY_MODES:
                     return "RGB"
@@ -159,7 +168,7 @@ def working_size(groups: Sequence[Group], cap: int) -> tuple[tuple[int, int], st
     for g in groups:
         w, h = g.frame["width"], g.frame["height"]
         if w.isna().any() or h.isna().any():
-            for rel in g.frame["path"][w.isna() | h.isna()]:
+            for rel in image_paths(g.dataset, g.positions[(w.isna() | h.isna()).to_numpy()]):
                 with Image.open(g.dataset.root / rel) as im:
                     sizes.add((im.size[1], im.size[0]))
         sizes.update(zip(h.dropna().astype(int), w.dropna().astype(int)))
@@ -185,13 +194,64 @@ _FULL_LOAD_BYTES = 256 * 2**20
 _MAX_FULL_BYTES = 2 * 2**30
 
 
-def _full_arrays(ds: Dataset, size: tuple[int, int], mode: str) -> np.ndarray:
+class _Rows:
+    """Rows of an array cached on disk (:meth:`Dataset.load_arrays` with ``mmap=True``), read on demand.
+
+    ``rows[positions]`` reads just those rows from the file (one read per run of
+    consecutive positions), so the images a chunk asks for are the only ones in
+    this process's memory; the rest stay in the OS page cache. (Indexing the
+    memory map itself would map every page it touches, and pages around them,
+    into the process: a whole 100,000-image dataset by the end of an audit.)
+    An array that is not a map (a read-only dataset) is indexed directly.
+    """
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.shape, self.dtype = images.shape, images.dtype
+        self.path = getattr(images, "filename", None)
+        self.offset = getattr(images, "offset", 0)
+        self.array = None if self.path is not None else images
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, positions) -> np.ndarray:
+        if self.array is not None:
+            return self.array[positions]
+        import os
+
+        positions = np.arange(self.shape[0])[positions] if not isinstance(positions, np.ndarray) else positions
+        positions = np.asarray(positions, dtype=np.int64).ravel()
+        out = np.empty((len(positions), *self.shape[1:]), dtype=self.dtype)
+        if not len(positions):
+            return out
+        if positions.min() < 0 or positions.max() >= self.shape[0]:
+            raise IndexError(f"row positions must be in 0..{self.shape[0] - 1}")
+        row = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        order = np.argsort(positions, kind="stable")
+        sorted_pos = positions[order]
+        flat = out.reshape(len(positions), -1).view(np.uint8)
+        breaks = np.flatnonzero(np.diff(sorted_pos) != 1) + 1
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            for lo, hi in zip(np.r_[0, breaks].tolist(), np.r_[breaks, len(sorted_pos)].tolist()):
+                start, count = int(sorted_pos[lo]), hi - lo
+                data = os.pread(fd, count * row, self.offset + start * row)
+                if len(data) != count * row:
+                    raise OSError(f"short read from {self.path}: the array cache is damaged; delete it")
+                flat[order[lo:hi]] = np.frombuffer(data, dtype=np.uint8).reshape(count, row)
+        finally:
+            os.close(fd)
+        return out
+
+
+def _full_arrays(ds: Dataset, size: tuple[int, int], mode: str) -> "_Rows":
     key = (str(ds.root), ds.checksum, size, mode)
     if key not in _MEMO:
-        images, _ = ds.load_arrays(None, size=size, mode=mode)
+        images, _ = ds.load_arrays(None, size=size, mode=mode, mmap=True)  # on disk, read as asked
         if len(_MEMO) >= _MEMO_LIMIT:
             _MEMO.pop(next(iter(_MEMO)))
-        _MEMO[key] = images
+        _MEMO[key] = _Rows(images)
+        del images
     return _MEMO[key]
 
 
@@ -229,16 +289,26 @@ def load_images(group: Group, positions: np.ndarray | None, size: tuple[int, int
     if whole or (str(ds.root), ds.checksum, size, mode) in _MEMO:
         # decode the whole dataset once (cached on disk and in memory): audits sample it repeatedly
         return _full_arrays(ds, size, mode)[positions]
-    out = []
-    paths = ds.manifest["path"].to_numpy()
-    for rel in paths[positions]:
+    out = np.empty((len(positions), *size) if mode == "L" else (len(positions), *size, 3), dtype=np.uint8)
+    for k, rel in enumerate(image_paths(ds, positions)):
         with Image.open(ds.root / rel) as im:
             if im.mode != mode:
                 im = im.convert(mode)
             if im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
-            out.append(np.asarray(im))
-    return np.stack(out)
+            out[k] = np.asarray(im)
+    return out
+
+
+def image_paths(ds: Dataset, positions: np.ndarray) -> np.ndarray:
+    """Relative paths of the images at these row positions of ``ds.manifest`` (object array).
+
+    From the view's manifest when it holds ``path``, else read for just these
+    rows (:meth:`Dataset.column_values`; audits declaring :data:`PIXEL_COLUMNS`).
+    """
+    if hasattr(ds, "column_values"):
+        return ds.column_values("path", positions)
+    return ds.manifest["path"].to_numpy(dtype=object)[np.asarray(positions, dtype=np.int64)]
 
 
 def sample_rows(frame: pd.DataFrame, n: int, rng: np.random.Generator,

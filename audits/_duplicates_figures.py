@@ -35,15 +35,17 @@ def _example_rows(per: pd.DataFrame, n_examples: int) -> pd.DataFrame:
     return flagged.loc[picked]
 
 
-def _open(frame: pd.DataFrame, roots: list, row: int) -> np.ndarray | None:
+def _open(frame: pd.DataFrame, datasets: list, row: int) -> np.ndarray | None:
+    from audits._duplicates_frame import _paths
+
     try:
-        with Image.open(roots[int(frame.at[row, "_ds"])] / frame.at[row, "path"]) as im:
+        with Image.open(_paths(frame, datasets, [row])[0]) as im:
             return np.asarray(im.convert("L") if im.mode in ("L", "1", "I", "I;16", "F", "LA") else im.convert("RGB"))
     except OSError:
         return None
 
 
-def _pairs_figure(frame: pd.DataFrame, examples: pd.DataFrame, roots: list, title: str,
+def _pairs_figure(frame: pd.DataFrame, examples: pd.DataFrame, datasets: list, title: str,
                   label=lambda d: f"d={int(d)}") -> bytes:
     """Each example pair side by side; ``label(distance)`` names the distance on the row."""
     from audits._common import fig_to_png, pyplot
@@ -56,7 +58,7 @@ def _pairs_figure(frame: pd.DataFrame, examples: pd.DataFrame, roots: list, titl
             ax = axes[r][c]
             ax.set_xticks([])
             ax.set_yticks([])
-            img = _open(frame, roots, row)
+            img = _open(frame, datasets, row)
             if img is not None:
                 ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
             ax.set_title(f"{frame.at[row, 'dataset']}/{frame.at[row, 'split']}"[:28], fontsize=7)

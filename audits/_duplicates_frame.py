@@ -40,19 +40,24 @@ def _per_image(fn, items: list, workers: int | None, scheduler: str | None = Non
 
 def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None,
            scheduler: str | None = None, compute_hashes: bool = True) -> pd.DataFrame:
-    """All images of all datasets in one frame, with phash filled in where missing (``compute_hashes``)."""
+    """All images of all datasets in one frame, with phash filled in where missing (``compute_hashes``).
+
+    Columns: ``dataset, _ds`` (index into ``datasets``), ``_row`` (row in that manifest), ``id, split, source,
+    label, phash, _hashed``; paths come from :func:`_paths`.
+    """
     names = _unique_names([ds.name for ds in datasets])
     parts = []
     for k, (ds, name) in enumerate(zip(datasets, names)):
-        m = ds.manifest
+        m = _columns(ds)
         n = len(m)
+        # compact columns (at a million images, Python strings cost about 120 MB a column): ``id`` and ``path``
+        # stay Arrow strings, the few-valued columns become categories
         part = pd.DataFrame({
             "dataset": name, "_ds": k, "_row": np.arange(n),
-            "id": m["id"].astype("object").to_numpy() if "id" in m else np.full(n, None, object),
-            "path": m["path"].astype("object").to_numpy(),
-            "split": m["split"].astype("object").fillna("(none)").to_numpy() if "split" in m else "(none)",
-            "source": m["source"].astype("object").fillna("(none)").to_numpy() if "source" in m else "(none)",
-            "label": m["label"].astype("object").to_numpy() if "label" in m else np.full(n, None, object),
+            "id": _strings(m["id"]) if "id" in m else pd.array([None] * n, dtype=_STRING),
+            "split": _category(m["split"], "(none)") if "split" in m else "(none)",
+            "source": _category(m["source"], "(none)") if "source" in m else "(none)",
+            "label": _category(m["label"]) if "label" in m else np.full(n, None, object),
         })
         hashes = np.zeros(n, dtype=np.uint64)
         valid = np.zeros(n, dtype=bool)
@@ -63,13 +68,13 @@ def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None,
         missing = np.flatnonzero(~valid)
         if len(missing) and compute_hashes:
             failed = []
-            paths = part["path"].to_numpy()
-            results = _per_image(_load_hash, [(str(ds.root), paths[i]) for i in missing], workers, scheduler)
-            for i, res in zip(missing, results):
+            paths = ds.column_values("path", missing)
+            results = _per_image(_load_hash, [(str(ds.root), rel) for rel in paths], workers, scheduler)
+            for i, rel, res in zip(missing, paths, results):
                 if res.ok:
                     hashes[i], valid[i] = res.value, True
                 else:  # unreadable: recorded, not hashed
-                    failed.append(f"{paths[i]}: {res.reason}: {res.detail}")
+                    failed.append(f"{rel}: {res.reason}: {res.detail}")
             notes.append(f"{name}: the manifest has no phash for {len(missing)} of {n} images; "
                          f"computed it from the image files (datakit.hashing.phash)")
             if failed:
@@ -78,5 +83,53 @@ def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None,
         part["phash"] = hashes
         part["_hashed"] = valid
         parts.append(part)
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    frame = (parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)) if parts else pd.DataFrame()
+    for col in ("dataset", "split", "source", "label"):  # concat of differing categories gives objects
+        if col in frame and frame[col].dtype == object:
+            frame[col] = frame[col].astype("category")
     return frame
+
+
+_STRING = pd.StringDtype("pyarrow")
+
+#: the manifest columns :func:`_frame` reads (paths are read for the images opened: :func:`_paths`)
+_COLUMNS = ("id", "split", "source", "label", "phash")
+
+
+def _paths(f: pd.DataFrame, datasets: Sequence[Dataset], rows, relative: bool = False) -> np.ndarray:
+    """Paths of the images at rows ``rows`` of the frame (object array), read from the manifests for
+    these rows only (:meth:`Dataset.column_values`): the frame holds no path (about 90 MB at a million images).
+    ``relative``: as stored in the manifest, else joined to the dataset root."""
+    rows = np.asarray(rows, dtype=np.int64)
+    ds_of, pos = f["_ds"].to_numpy()[rows], f["_row"].to_numpy()[rows]
+    out = np.empty(len(rows), dtype=object)
+    for k in np.unique(ds_of).tolist():
+        mine = ds_of == k
+        rel = datasets[k].column_values("path", pos[mine])
+        out[mine] = rel if relative else [datasets[k].root / r for r in rel]
+    return out
+
+
+def _columns(ds: Dataset) -> pd.DataFrame:
+    """The columns :func:`_frame` needs, read from the file without caching them on ``ds`` (when it can),
+    so the frame is the only copy held (at a million images the view's manifest is about 200 MB)."""
+    if hasattr(ds, "read_columns") and "manifest" not in vars(ds):
+        return ds.read_columns(_COLUMNS)
+    return ds.manifest
+
+
+def _strings(col: pd.Series) -> np.ndarray:
+    """A manifest column as Arrow-backed strings (about 70 bytes a 64-character id, not 120)."""
+    return col.astype(_STRING).array
+
+
+def _category(col: pd.Series, fill: str | None = None) -> pd.Categorical:
+    """A few-valued manifest column as a categorical of Python strings (``fill`` for missing values)."""
+    codes, uniques = pd.factorize(col)  # Arrow's dictionary encoding: no Python string per row
+    cats = [str(c) for c in uniques]
+    if fill is not None and (codes < 0).any():
+        if fill not in cats:
+            cats.append(fill)
+        codes[codes < 0] = cats.index(fill)
+    cat = pd.Categorical.from_codes(codes, categories=pd.Index(cats, dtype=object))
+    return cat.reorder_categories(sorted(cats))

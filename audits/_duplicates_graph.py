@@ -63,7 +63,7 @@ class _Neighbors:
 
 def _nodes(f: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray]:
     """Images with the same content id share a node. Returns node per image, node count, first row per node."""
-    codes, uniques = pd.factorize(pd.Series(f["id"].to_numpy(), dtype=object))
+    codes, uniques = pd.factorize(f["id"])  # Arrow strings: no Python string per row
     codes = codes.astype(np.int64)
     missing = codes < 0  # no id: a node of its own
     codes[missing] = len(uniques) + np.arange(int(missing.sum()))
@@ -152,7 +152,8 @@ def _matches(f: pd.DataFrame, node: np.ndarray, u: np.ndarray, v: np.ndarray, d:
     if len(x) == 0:
         return pd.DataFrame(columns=cols)
     n = len(f)
-    cell3 = pd.factorize(pd.Series(list(zip(f["_ds"], f["split"], f["source"]))))[0]
+    # (dataset, split, source) cells from the (dataset, split) and (dataset, source) codes, without tuples per row
+    cell3 = pd.factorize(f["_cell"].to_numpy(np.int64) * (int(f["_src"].max()) + 1) + f["_src"].to_numpy(np.int64))[0]
     members = pd.DataFrame({"node": node, "cell": cell3, "row": np.arange(n)})
     members["rank"] = members.groupby(["node", "cell"]).cumcount()
     members = members[members["rank"] < 2]
@@ -200,14 +201,13 @@ def _near_frame(f: pd.DataFrame, node: np.ndarray, n_nodes: int, u: np.ndarray, 
     kind[rows] = np.array(KINDS, dtype=object)[best["kind"].to_numpy(dtype=np.int64)]
     mrow = np.where(flag, match, 0)
     is_train = f["_cell"].to_numpy() == train_cell[f["_ds"].to_numpy()]
-    ids = f["id"].to_numpy()
     per = pd.DataFrame({
         "dataset": f["dataset"], "id": f["id"], "split": f["split"], "source": f["source"], "label": f["label"],
         "flag": flag,
         "score": np.where(flag, score(nearest), 0.0),
         "distance": (pd.Series(distance, dtype="Int64").mask(~flag) if integer else np.where(flag, distance, np.nan)),
         "match_dataset": np.where(flag, f["dataset"].to_numpy()[mrow], None),
-        "match_id": np.where(flag, ids[mrow], None),
+        "match_id": f["id"].array.take(np.where(flag, match, -1), allow_fill=True),
         "match_split": np.where(flag, f["split"].to_numpy()[mrow], None),
         "kind": kind,
         "exact": flag & (node == node[mrow]),

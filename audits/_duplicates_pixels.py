@@ -4,6 +4,11 @@ A pHash candidate pair of two different images counts as a near copy only
 when its thumbnails correlate at ``min_similarity`` or more (different small
 images can hash alike). Two flat images count as similar when their gray
 levels are within 8 of 255; an unreadable image confirms nothing.
+
+The candidates and their thumbnails stream out of the build's pixel check
+(:func:`datakit.dedup.candidate_pair_blocks`), so memory follows one batch of
+thumbnails, not the number of candidate nodes or pairs; only the confirmed
+pairs are kept.
 """
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from audits._duplicates_frame import _per_image
+from audits._duplicates_frame import _paths
 
 __all__: list[str] = []  # private to the duplicates audit (audits/duplicates.py)
 
@@ -31,55 +36,83 @@ def _thumbnail(item: tuple[str, str]) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8).ravel()
 
 
-def _similarity(f: pd.DataFrame, roots: list, first: np.ndarray, u: np.ndarray, v: np.ndarray,
-                workers: int | None, chunk: int = 8192, scheduler: str | None = None) -> np.ndarray:
-    """Pearson correlation of the 32x32 grayscale thumbnails of node pairs ``(u, v)``, shape (K,).
+def _block_similarity(left, a: np.ndarray, right, b: np.ndarray, unreadable: np.ndarray) -> np.ndarray:
+    """The audit's similarity of pairs ``(left[a[k]], right[b[k]])`` of :class:`datakit.dedup.ThumbnailBlock` rows.
 
-    Correlation ignores brightness and contrast changes; two flat images count
-    as similar (1.0) when their gray levels are within 8 of 255, else 0.
+    The correlation of the thumbnails; two flat images: 1.0 when their mean
+    gray levels are within 8 of 255, else 0; a pair with an unreadable image
+    (``unreadable[index]``): 0.
     """
-    nodes = np.unique(np.concatenate([u, v]))
-    slot = np.full(int(nodes.max()) + 1 if len(nodes) else 0, -1, dtype=np.int64)
-    slot[nodes] = np.arange(len(nodes))
-    # uint8 pixels (1 KiB a node) with each row's mean and norm; rows are normalized per pair chunk, with the
-    # same float32 operations as normalizing them all up front (4 KiB a node), so the correlations are the same
-    pixels = np.zeros((len(nodes), 1024), dtype=np.uint8)
-    means = np.zeros(len(nodes), dtype=np.float32)
-    norms = np.ones(len(nodes), dtype=np.float32)
-    flat = np.zeros(len(nodes), dtype=bool)
-    ok = np.ones(len(nodes), dtype=bool)
-    ds, paths = f["_ds"].to_numpy(), f["path"].to_numpy()
-    rows = first[nodes]
-    results = _per_image(_thumbnail, [(str(roots[ds[r]]), paths[r]) for r in rows], workers, scheduler)
-    for k in range(len(results)):
-        res, results[k] = results[k], None  # freed as it is read
-        if not res.ok:  # unreadable: never confirmed
-            logger.warning("duplicates: cannot read %s (%s); its pairs are not confirmed", paths[rows[k]], res.reason)
-            ok[k] = False
-            flat[k] = True
-            continue
-        pixels[k] = res.value
-        t = res.value.astype(np.float32)
-        means[k] = t.mean()
-        norm = float(np.linalg.norm(t - means[k]))
-        if norm > 1e-3:
-            norms[k] = norm
-        else:
-            flat[k] = True
-    del results
+    from datakit.dedup.confirm import correlations
 
-    def unit(idx: np.ndarray) -> np.ndarray:
-        t = pixels[idx].astype(np.float32) - means[idx, None]
-        t /= norms[idx, None]
-        t[flat[idx]] = 0.0
-        return t
+    x, y = left.normalized, right.normalized
+    sim = correlations(x, a, y, b)
+    both_flat = np.flatnonzero(x.flat[a] & y.flat[b])
+    if len(both_flat):
+        ma = left.rows[a[both_flat]].mean(axis=1, dtype=np.float32)
+        mb = right.rows[b[both_flat]].mean(axis=1, dtype=np.float32)
+        sim[both_flat] = (np.abs(ma - mb) <= 8.0).astype(np.float32)
+    sim[unreadable[left.indices[a]] | unreadable[right.indices[b]]] = 0.0
+    return sim
 
-    out = np.zeros(len(u), dtype=np.float32)
-    for lo in range(0, len(u), chunk):
-        a, b = slot[u[lo:lo + chunk]], slot[v[lo:lo + chunk]]
-        c = np.einsum("ij,ij->i", unit(a), unit(b))
-        both_flat = flat[a] & flat[b]
-        c[both_flat] = (np.abs(means[a] - means[b]) <= 8.0)[both_flat].astype(np.float32)
-        c[~(ok[a] & ok[b])] = 0.0
-        out[lo:lo + chunk] = c
-    return out
+
+def _confirmed_pairs(f: pd.DataFrame, datasets: list, first: np.ndarray, node_hash: np.ndarray, radius: int,
+                     min_similarity: float, workers: int | None, scheduler: str | None = None,
+                     n_jobs: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Node pairs within ``radius`` bits whose thumbnails correlate at ``min_similarity`` or more.
+
+    Parameters
+    ----------
+    f : DataFrame
+        The audit's image frame (:func:`audits._duplicates_frame._frame`).
+    datasets : list of Dataset
+        The audited datasets (indexed by ``f["_ds"]``).
+    first : ndarray of int
+        Each node's first row in ``f``.
+    node_hash : ndarray of uint64
+        The pHash of each searched node (positions: the returned ``u`` and ``v``).
+
+    Returns
+    -------
+    u, v : ndarray of int64
+        Confirmed pairs (positions in ``node_hash``).
+    d : ndarray of int64
+        Their Hamming distances.
+    info : dict
+        ``hash_candidate_pairs``, ``confirmed_pairs``, ``rejected_pairs``, ``rejected_similarity_max``.
+    """
+    from datakit.dedup import candidate_pair_blocks
+    from datakit.parallel import get_executor
+
+    unreadable = np.zeros(len(node_hash), dtype=bool)
+    kept: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    n_candidates, n_rejected, rejected_max = 0, 0, -np.inf
+    with get_executor(workers, scheduler) as executor:
+        def thumbnails(idx: np.ndarray) -> np.ndarray:
+            paths = _paths(f, datasets, first[idx])
+            out = np.zeros((len(idx), 1024), dtype=np.uint8)
+            results = executor.map(_thumbnail, [(str(p.parent), p.name) for p in paths], batch_size=256)
+            for k, res in enumerate(results):
+                if res.ok:
+                    out[k] = res.value
+                else:  # unreadable: never confirmed
+                    logger.warning("duplicates: cannot read %s (%s); its pairs are not confirmed",
+                                   paths[k], res.reason)
+                    unreadable[idx[k]] = True
+            return out
+
+        for left, a, right, b, d in candidate_pair_blocks(node_hash, radius, thumbnails, n_jobs=n_jobs):
+            sim = _block_similarity(left, a, right, b, unreadable)
+            keep = sim >= min_similarity
+            n_candidates += len(sim)
+            if not keep.all():
+                n_rejected += int((~keep).sum())
+                rejected_max = max(rejected_max, float(sim[~keep].max()))
+            kept.append((left.indices[a[keep]], right.indices[b[keep]], d[keep]))
+    if kept:
+        u, v, d = (np.concatenate([k[i] for k in kept]).astype(np.int64) for i in range(3))
+    else:
+        u = v = d = np.zeros(0, dtype=np.int64)
+    info = {"hash_candidate_pairs": n_candidates, "confirmed_pairs": int(len(u)), "rejected_pairs": n_rejected,
+            "rejected_similarity_max": rejected_max if n_rejected else None}
+    return u, v, d, info

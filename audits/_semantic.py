@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from audits._duplicates_frame import _paths
 from audits.base import AuditResult
 from audits.duplicates import _EXACT_KEYS, OptionError, _example_rows, _Graph, _pairs_figure
 from datakit.errors import DatakitError
@@ -195,7 +196,8 @@ def node_features(datasets: Sequence, frame: pd.DataFrame, first: np.ndarray, fe
             for pos, reason in zip(fm.failed["position"].tolist(), fm.failed["reason"].tolist()):
                 r = int(first[where[int(pos)]])
                 failed.append({"dataset": frame["dataset"].iat[r], "id": frame["id"].iat[r],
-                               "path": frame["path"].iat[r], "extractor": ext.name, "reason": reason})
+                               "path": _paths(frame, datasets, [r], relative=True)[0], "extractor": ext.name,
+                               "reason": reason})
         dims = sorted({v.shape[1] for _, v in parts if v.shape[1]})
         if len(dims) > 1:
             raise DatakitError(f"duplicates: extractor {ext.describe()} gave {dims} dimensions on different datasets")
@@ -425,9 +427,8 @@ def add_semantic(result: AuditResult, g: _Graph, datasets: Sequence, opts: Seman
                             f"(max_neighbors=)")
     examples = _example_rows(per, n_examples)
     if len(examples):
-        roots = [ds.root for ds in datasets]
         title = f"Semantic near-duplicate pairs ({opts.name}, cosine distance <= {opts.max_cosine:g})"
-        result.figures["semantic_examples"] = _pairs_figure(f, examples, roots, title,
+        result.figures["semantic_examples"] = _pairs_figure(f, examples, datasets, title,
                                                             label=lambda d: f"cos={float(d):.3f}")
     result.info.update({
         "mode": opts.mode, "train_split": g.train_split, "datasets": list(pd.unique(f["dataset"])),

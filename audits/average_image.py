@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from audits._common import (IMAGE_COLUMNS, common_mode, image_grid, load_images, make_groups, sample_rows, shared_labels,
+from audits._common import (PIXEL_COLUMNS, common_mode, image_grid, load_images, make_groups, sample_rows, shared_labels,
                             working_size)
 from audits.base import AuditResult, register_audit, skipped
 from datakit.store.dataset import Dataset
@@ -40,7 +40,7 @@ def nearest_class_mean(means: np.ndarray, images: np.ndarray) -> np.ndarray:
     return d.argmin(1).astype(np.int64)
 
 
-@register_audit(NAME, columns=IMAGE_COLUMNS)
+@register_audit(NAME, columns=PIXEL_COLUMNS)
 def average_image(
     datasets: Sequence[Dataset], *, max_per_class: int = 500, max_test: int = 2000, max_classes_shown: int = 20,
     size_cap: int = 64, group_by: str = "auto", class_map: Mapping[str, Mapping[str, str]] | None = None,

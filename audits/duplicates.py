@@ -36,7 +36,7 @@ import pandas as pd
 from audits._duplicates_figures import _example_rows, _histogram_figure, _pairs_figure
 from audits._duplicates_frame import _frame
 from audits._duplicates_graph import _EXACT_KEYS, KINDS, _Graph, _identity_neighbors, _nodes, _pair_counts, _relations
-from audits._duplicates_pixels import _similarity
+from audits._duplicates_pixels import _confirmed_pairs
 from audits.base import AuditResult, register_audit, skipped
 from datakit.dedup import MAX_DISTANCE, near_duplicate_pairs
 from datakit.errors import DatakitError
@@ -213,8 +213,11 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     if f.empty:
         return skipped(NAME, "the datasets have no images")
     n = len(f)
-    f["_cell"] = pd.factorize(f["_ds"].astype(str) + "\x00" + f["split"].astype(str))[0]
-    f["_src"] = pd.factorize(f["_ds"].astype(str) + "\x00" + f["source"].astype(str))[0]
+    # (dataset, split) and (dataset, source) cells from integer codes (no string per row)
+    ds_code = f["_ds"].to_numpy(np.int64)
+    for key, col in (("_cell", "split"), ("_src", "source")):
+        codes, uniques = pd.factorize(f[col])
+        f[key] = pd.factorize(ds_code * (len(uniques) + 1) + codes)[0]
     n_ds = len(datasets)
     cell_of = {(int(d), s): int(c) for d, s, c in f[["_ds", "split", "_cell"]].drop_duplicates().itertuples(index=False)}
     train_cell = np.array([cell_of.get((k, train_split), -1) for k in range(n_ds)], dtype=np.int64)
@@ -225,32 +228,32 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     exact = _identity_neighbors(node, n_nodes)
     g = _Graph(f, node, n_nodes, first, _relations(exact, f, train_cell, "exact"),
                _pair_counts(exact, f, train_cell, test_cell), train_cell, test_cell, train_split)
-    roots = [ds.root for ds in datasets]
     result = AuditResult(NAME, notes=notes)
     hash_edges = None
     if use_hash:
         # Near copies: pHash candidates between distinct contents, confirmed by pixels.
         node_hash, node_hashed = f["phash"].to_numpy()[first], f["_hashed"].to_numpy()[first]
         hn = np.flatnonzero(node_hashed)
-        pairs, dist = near_duplicate_pairs(node_hash[hn], r, return_distances=True, n_jobs=n_jobs)
-        u, v, d = hn[pairs[:, 0]], hn[pairs[:, 1]], dist
-        info_verify: dict = {"hash_candidate_pairs": int(len(u))}
-        if verify == "pixels" and len(u):
-            sim = _similarity(f, roots, first, u, v, workers, scheduler=scheduler)
-            keep = sim >= min_similarity
-            info_verify.update(confirmed_pairs=int(keep.sum()), rejected_pairs=int((~keep).sum()),
-                               rejected_similarity_max=float(sim[~keep].max()) if (~keep).any() else None)
-            if (~keep).any():
-                notes.append(f"{int((~keep).sum())} of {len(u)} pHash candidate pairs (distinct images within "
-                             f"{r} bits) were rejected: thumbnail correlation below {min_similarity} (different "
-                             f"images that hash alike, common for small centred digits)")
-            u, v, d = u[keep], v[keep], d[keep]
+        if verify == "pixels":
+            # candidates stream out with their thumbnails, one batch at a time; only confirmed pairs are kept
+            u, v, d, info_verify = _confirmed_pairs(f, datasets, first[hn], node_hash[hn], r, min_similarity, workers,
+                                                    scheduler=scheduler, n_jobs=n_jobs)
+            u, v = hn[u], hn[v]
+            if info_verify["rejected_pairs"]:
+                notes.append(f"{info_verify['rejected_pairs']} of {info_verify['hash_candidate_pairs']} pHash "
+                             f"candidate pairs (distinct images within {r} bits) were rejected: thumbnail "
+                             f"correlation below {min_similarity} (different images that hash alike, common for "
+                             f"small centred digits)")
+        else:
+            pairs, dist = near_duplicate_pairs(node_hash[hn], r, return_distances=True, n_jobs=n_jobs)
+            u, v, d = hn[pairs[:, 0]], hn[pairs[:, 1]], dist
+            info_verify = {"hash_candidate_pairs": int(len(u))}
         hash_edges = np.stack([u, v], axis=1)
         per, counts, result.tables = g.near(u, v, d, lambda near: (r + 1 - near) / (r + 1), max_listed)
         result.summary = {**counts, "n_images": n, "max_distance": r}
         examples = _example_rows(per, n_examples)
         if len(examples):  # n_examples=0: no figures (fast, e.g. in CI gates)
-            result.figures["examples"] = _pairs_figure(f, examples, roots,
+            result.figures["examples"] = _pairs_figure(f, examples, datasets,
                                                        f"Near-duplicate pairs (pHash distance <= {r} of 64 bits)")
             result.figures["distances"] = _histogram_figure(per, r)
         result.info = {

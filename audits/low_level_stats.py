@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from audits._common import (IMAGE_COLUMNS, common_mode, fig_to_png, load_images, make_groups, pyplot, sample_rows,
+from audits._common import (PIXEL_COLUMNS, common_mode, fig_to_png, load_images, make_groups, pyplot, sample_rows,
                             shared_labels, to_gray_float, working_size)
 from audits.base import AuditResult, register_audit, skipped
 from datakit.store.dataset import Dataset
@@ -105,7 +105,7 @@ def cohens_d(a: np.ndarray, b: np.ndarray) -> float:
     return float(diff / pooled)
 
 
-@register_audit(NAME, columns=IMAGE_COLUMNS)
+@register_audit(NAME, columns=PIXEL_COLUMNS)
 def low_level_stats(
     datasets: Sequence[Dataset], *, max_images: int = 2000, threshold: float = 0.2, effect_size: float = 0.8,
     size_cap: int = 64, group_by: str = "auto", class_map: Mapping[str, Mapping[str, str]] | None = None,
@@ -156,7 +156,7 @@ def low_level_stats(
         gray = to_gray_float(load_images(g, rows.index.to_numpy(), size, common_mode([g])))
         stats = image_stats(gray, threshold)
         stats.insert(0, "dataset", g.name)
-        stats.insert(1, "id", rows["id"].to_numpy())
+        stats.insert(1, "id", g.dataset.column_values("id", rows.index.to_numpy()))  # the sampled rows' ids only
         stats.insert(2, "label", labels.loc[rows.index].to_numpy())
         stats["image_width"] = rows["width"].astype(float).to_numpy()
         stats["image_height"] = rows["height"].astype(float).to_numpy()

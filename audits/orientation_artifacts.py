@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from audits._common import (IMAGE_COLUMNS, common_mode, fig_to_png, load_images, make_groups, pyplot, shared_labels,
+from audits._common import (PIXEL_COLUMNS, common_mode, fig_to_png, load_images, make_groups, pyplot, shared_labels,
                             working_size)
 from audits.base import AuditResult, register_audit, skipped
 from datakit.store.dataset import Dataset
@@ -156,7 +156,7 @@ def rotation_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04
     return np.concatenate(scores), np.concatenate(corners)
 
 
-@register_audit(NAME, columns=IMAGE_COLUMNS)
+@register_audit(NAME, columns=PIXEL_COLUMNS + ("id",))
 def orientation_artifacts(
     datasets: Sequence[Dataset], *, threshold: float = 0.6, tol: float = 0.06, size_cap: int = 128,
     max_examples: int = 16, group_by: str = "auto", class_map: Mapping[str, Mapping[str, str]] | None = None,
@@ -211,7 +211,7 @@ def orientation_artifacts(
             examples = sorted(examples, key=lambda e: -e[0])[:max_examples]
         scores, corners = np.concatenate(score_parts), np.concatenate(corner_parts)
         labels = shared_labels(g, class_map)
-        frame = pd.DataFrame({"dataset": g.name, "id": g.frame["id"].to_numpy(), "label": labels.to_numpy(),
+        frame = pd.DataFrame({"dataset": g.name, "id": g.frame["id"].array, "label": labels.to_numpy(),
                               "score": scores, "flag": scores >= threshold})
         for j, name in enumerate(_CORNERS):
             frame[f"corner_{name}"] = corners[:, j]

@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
                 row["audit_errors"] = audit["audit_errors"]
             print(f"audit {n} {backend}: {row}", file=sys.stderr, flush=True)
             rows.append(row)
-            if not args.keep:
+            if not args.keep and not args.audit_only:  # --audit-only audits what an earlier run kept: it stays
                 shutil.rmtree(out, ignore_errors=True)
     return _report(rows, backends, sizes, args)
 

@@ -40,7 +40,7 @@ array([0, 1, 0])
 """
 from __future__ import annotations
 
-from datakit.dedup.confirm import confirmed_duplicate_groups
+from datakit.dedup.confirm import ThumbnailBlock, candidate_pair_blocks, confirmed_duplicate_groups
 from datakit.dedup.groups import exact_duplicate_groups, near_duplicate_groups
 from datakit.dedup.hashes import MAX_DISTANCE, popcount64
 from datakit.dedup.index import HashIndex
@@ -51,6 +51,8 @@ __all__ = [
     "near_duplicate_pairs",
     "near_duplicate_groups",
     "confirmed_duplicate_groups",
+    "candidate_pair_blocks",
+    "ThumbnailBlock",
     "thumbnail",
     "thumbnail_pixels",
     "exact_duplicate_groups",

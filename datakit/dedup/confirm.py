@@ -1,16 +1,21 @@
-"""Near-duplicate groups confirmed by pixels, in bounded memory (:func:`confirmed_duplicate_groups`).
+"""Near-duplicate candidates checked by pixels, in bounded memory.
 
 A perceptual hash alone is a weak witness on small images, so a candidate
 pair (hashes within the radius) is an edge only when the images' normalized
-thumbnails (:mod:`datakit.dedup.thumbnails`) correlate enough. No pair list
-is kept: the candidate graph's components are found first (over distinct hash
-values); each batch of whole components is searched again and its pairs are
-checked as they stream out, with only that batch's thumbnails in memory,
-normalized once per batch (:class:`~datakit.dedup.thumbnails._Normalized`) so
-each pair costs one dot product. A component too large for one batch
-(:func:`_check_huge_component`) is searched once, its pairs spill to
-temporary files by block, and each pair of blocks is checked with two blocks
-of normalized thumbnails in memory.
+thumbnails (:mod:`datakit.dedup.thumbnails`) correlate enough.
+:func:`candidate_pair_blocks` streams every candidate pair once together with
+the thumbnails of both images, and keeps no pair list: the candidate graph's
+components are found first (over distinct hash values); each batch of whole
+components is searched again and its pairs come out as they are found, with
+only that batch's thumbnails in memory (:class:`ThumbnailBlock`, normalized
+once per block so each pair costs one dot product). A component too large for
+one batch (:func:`_huge_component_blocks`) is searched once, its pairs spill
+to temporary files by block, and each pair of blocks comes out with two blocks
+of thumbnails in memory.
+
+Two callers share it: the build's :func:`confirmed_duplicate_groups` (groups of
+confirmed copies) and the ``duplicates`` audit (the confirmed pairs with their
+similarities, under its own rules for flat and unreadable images).
 """
 from __future__ import annotations
 
@@ -27,9 +32,46 @@ from datakit.dedup.hashes import _check_distance, _check_hashes, _check_jobs, _i
 from datakit.dedup.search import _pair_chunks, _search_chunks
 from datakit.dedup.thumbnails import _Normalized, _ThumbnailRows
 
-__all__ = ["confirmed_duplicate_groups"]
+__all__ = ["confirmed_duplicate_groups", "candidate_pair_blocks", "ThumbnailBlock"]
 
 logger = logging.getLogger(__name__)
+
+
+class ThumbnailBlock:
+    """The thumbnails of a block of images, normalized once when first asked for.
+
+    Attributes
+    ----------
+    indices : ndarray of int, shape (B,)
+        The images' indices (positions in the ``hashes`` given to :func:`candidate_pair_blocks`).
+    rows : ndarray, shape (B, D)
+        Their thumbnails as ``thumbnails(indices)`` returned them (uint8 pixels or float rows).
+    normalized : _Normalized
+        ``unit`` (float32 zero-mean unit-norm rows: a pair's dot product is its
+        correlation) and ``flat`` (bool: flat images, all-zero ``unit`` rows),
+        computed on first use (4 KiB an image) and kept while the block is in use.
+
+    A block is valid only inside the loop step that received it: once its pairs
+    are all out, :func:`candidate_pair_blocks` drops its rows, so that no more
+    than two blocks are held at once.
+    """
+
+    def __init__(self, indices: np.ndarray, rows: np.ndarray) -> None:
+        self.indices = indices
+        self.rows = rows
+        self._normalized: _Normalized | None = None
+
+    @property
+    def normalized(self) -> _Normalized:
+        if self._normalized is None:
+            self._normalized = _Normalized(self.rows)
+        return self._normalized
+
+    def _release(self) -> None:
+        self.rows = self._normalized = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 def _similar(x: _Normalized, a: np.ndarray, y: _Normalized, b: np.ndarray, min_similarity: float) -> np.ndarray:
@@ -39,12 +81,20 @@ def _similar(x: _Normalized, a: np.ndarray, y: _Normalized, b: np.ndarray, min_s
     least ``min_similarity``, or when both images are flat (their hashes agree
     already).
     """
-    keep = np.zeros(len(a), dtype=bool)
-    for lo in range(0, len(a), _limits.PAIR_CHUNK):  # two gathered float32 rows: 8 KiB a pair
+    sim = correlations(x, a, y, b)
+    return (sim >= min_similarity) | (x.flat[a] & y.flat[b])
+
+
+def correlations(x: _Normalized, a: np.ndarray, y: _Normalized, b: np.ndarray) -> np.ndarray:
+    """Dot products of normalized rows ``x.unit[a[k]]`` and ``y.unit[b[k]]`` (float32, shape (K,)).
+
+    Gathered ``_limits.PAIR_CHUNK`` pairs at a time (8 KiB of float32 a pair), so the rows stay in cache.
+    """
+    out = np.empty(len(a), dtype=np.float32)
+    for lo in range(0, len(a), _limits.PAIR_CHUNK):
         i, j = a[lo:lo + _limits.PAIR_CHUNK], b[lo:lo + _limits.PAIR_CHUNK]
-        sim = np.einsum("ij,ij->i", x.unit[i], y.unit[j])
-        keep[lo:lo + len(i)] = (sim >= min_similarity) | (x.flat[i] & y.flat[j])
-    return keep
+        out[lo:lo + len(i)] = np.einsum("ij,ij->i", x.unit[i], y.unit[j])
+    return out
 
 
 def _component_ranges(starts: np.ndarray, ends: np.ndarray, cap: int) -> Iterator[tuple[int, int]]:
@@ -62,18 +112,18 @@ def _component_ranges(starts: np.ndarray, ends: np.ndarray, cap: int) -> Iterato
         yield lo, int(ends[-1])
 
 
-def _check_huge_component(idx: np.ndarray, offset: int, hashes: np.ndarray, radius: int, jobs: int,
-                          rows: "_ThumbnailRows", confirmed: "_Components", min_similarity: float,
-                          workdir: str | os.PathLike | None) -> None:
-    """Check the candidate pairs of one component too big for one batch of thumbnails.
+def _huge_component_blocks(idx: np.ndarray, offset: int, hashes: np.ndarray, radius: int, jobs: int,
+                           rows: "_ThumbnailRows", workdir: str | os.PathLike | None):
+    """The candidate pairs of one component too big for one batch of thumbnails, by pairs of blocks.
 
     The component is cut into blocks of ``_limits.MAX_THUMBNAILS // 2`` images
     (rows ``offset + ...`` of ``rows``). One search over its hashes streams its
-    pairs into one temporary file per block of the pair's first image; then
-    each block's file is read back in chunks, sorted by the second image's
-    block, and checked with two blocks of normalized thumbnails in memory (each
-    block normalized once per read). The search runs
-    once (not once per pair of blocks), and no pair list is held in memory.
+    pairs (with their distances) into one temporary file per pair of blocks
+    ``(p, q)``, ``p <= q``; then, for each ``p``, each of its files is read
+    back in chunks and yielded with blocks ``p`` and ``q`` in memory. Each
+    block is read and normalized once per ``p`` at most (block ``p`` once), so
+    that two blocks of thumbnails are held at a time. The search runs once
+    (not once per pair of blocks), and no pair list is held in memory.
     """
     import shutil
     import tempfile
@@ -83,76 +133,65 @@ def _check_huge_component(idx: np.ndarray, offset: int, hashes: np.ndarray, radi
     n_blocks = -(-size // half)
     logger.info("one near-duplicate component holds %d images; checking it in %d blocks of %d", size, n_blocks, half)
     folder = Path(tempfile.mkdtemp(prefix="datakit-pairs-", dir=workdir))
+
+    def block(k: int) -> ThumbnailBlock:
+        lo, hi = k * half, min((k + 1) * half, size)
+        return ThumbnailBlock(idx[lo:hi], rows.read(offset + lo, offset + hi))
+
     try:
-        counts = np.zeros(n_blocks, dtype=np.int64)
-        for a, b, _ in _pair_chunks(hashes[idx], None, radius, jobs):
+        files: dict[int, set[int]] = {}  # p -> the q of its files
+        for a, b, d in _pair_chunks(hashes[idx], None, radius, jobs):
             a, b = np.minimum(a, b), np.maximum(a, b)  # the first image's block is the smaller
-            block = a // half
-            order = np.argsort(block, kind="stable")
-            block, pairs = block[order], np.stack([a[order], b[order]], axis=1).astype(np.int32)
-            cuts = np.flatnonzero(np.r_[True, block[1:] != block[:-1], True])
-            for s, e in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
-                p = int(block[s])
-                with open(folder / f"{p}.pairs", "ab") as fh:
-                    fh.write(pairs[s:e].tobytes())
-                counts[p] += e - s
-            del a, b, block, order, pairs
+            key = (a // half).astype(np.int64) * n_blocks + b // half
+            order = np.argsort(key, kind="stable")
+            key = key[order]
+            records = np.stack([a[order], b[order], d[order]], axis=1).astype(np.int32)
+            cuts = np.flatnonzero(np.r_[True, key[1:] != key[:-1], True])
+            for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
+                p, q = divmod(int(key[lo]), n_blocks)
+                with open(folder / f"{p}-{q}.pairs", "ab") as fh:
+                    fh.write(records[lo:hi].tobytes())
+                files.setdefault(p, set()).add(q)
+            del a, b, d, key, order, records
         from datakit._memory import release_memory
 
         release_memory()  # the search's working set, before the thumbnails come in
-        for p in np.flatnonzero(counts).tolist():
-            table_p = _Normalized(rows.read(offset + p * half, offset + min((p + 1) * half, size)))
-            held, table_q = -1, None
-            with open(folder / f"{p}.pairs", "rb") as fh:
-                while True:
-                    pairs = np.fromfile(fh, dtype=np.int32, count=2 * _limits.MAX_CANDIDATES).reshape(-1, 2)
-                    if not len(pairs):
-                        break
-                    q_of = pairs[:, 1] // half
-                    order = np.argsort(q_of, kind="stable")
-                    pairs, q_of = pairs[order], q_of[order]
-                    cuts = np.flatnonzero(np.r_[True, q_of[1:] != q_of[:-1], True])
-                    for s, e in zip(cuts[:-1].tolist(), cuts[1:].tolist()):
-                        q = int(q_of[s])
-                        if q == p:
-                            table = table_p
-                        else:
-                            if q != held:  # sorted by block: each is read once per chunk at most
-                                table_q = None
-                                table_q = _Normalized(rows.read(offset + q * half, offset + min((q + 1) * half, size)))
-                                held = q
-                            table = table_q
-                        a, b = pairs[s:e, 0], pairs[s:e, 1]
-                        keep = _similar(table_p, a - p * half, table, b - q * half, min_similarity)
-                        confirmed.add(idx[a[keep]], idx[b[keep]])
-            (folder / f"{p}.pairs").unlink()
+        for p in sorted(files):
+            block_p = block(p)
+            for q in sorted(files[p]):
+                right = block_p if q == p else block(q)
+                path = folder / f"{p}-{q}.pairs"
+                with open(path, "rb") as fh:
+                    while True:
+                        records = np.fromfile(fh, dtype=np.int32, count=3 * _limits.MAX_CANDIDATES).reshape(-1, 3)
+                        if not len(records):
+                            break
+                        yield (block_p, records[:, 0] - p * half, right, records[:, 1] - q * half,
+                               records[:, 2].astype(np.uint8))
+                if right is not block_p:
+                    right._release()
+                path.unlink()
+            block_p._release()
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails: Callable[[np.ndarray], np.ndarray],
-                               *, min_similarity: float = 0.98, n_jobs: int | None = None,
-                               workdir: str | os.PathLike | None = None) -> np.ndarray:
-    """Connected components of the near-duplicate graph, each edge confirmed by pixels.
+def candidate_pair_blocks(hashes: np.ndarray, max_distance: int, thumbnails: Callable[[np.ndarray], np.ndarray],
+                          *, n_jobs: int | None = None, workdir: str | os.PathLike | None = None
+                          ) -> Iterator[tuple[ThumbnailBlock, np.ndarray, ThumbnailBlock, np.ndarray, np.ndarray]]:
+    """Every candidate pair (hashes within ``max_distance`` bits), once, with both images' thumbnails.
 
-    A perceptual hash alone is a weak witness on small images: on 28x28
-    digits many different handwritten "1"s share a hash. Candidate pairs are
-    the pairs within ``max_distance`` bits (as in :func:`datakit.dedup.near_duplicate_pairs`);
-    a pair is an edge only when the images' thumbnails correlate at
-    ``min_similarity`` or more. Equal hashes are candidates like any other pair.
-
-    Memory does not grow with the number of candidate pairs: no pair list is
-    kept. The candidate graph's components are found first (over distinct hash
-    values); then each batch of whole components (at most ``_limits.MAX_THUMBNAILS``
-    images, 16,384) is searched again and its pairs are checked as they come,
-    with only that batch's thumbnails in memory, each normalized once (float32,
-    4 KiB an image) so that a pair costs one dot product. A component larger
-    than a batch is searched once, its pairs go to temporary files by block,
-    and each pair of blocks is checked with two blocks of normalized
-    thumbnails in memory. The thumbnails of the images that have any
-    candidate partner are asked for once each; when they do not fit in one
-    batch they wait in a temporary file (1 KiB an image for uint8 pixels) in
-    ``workdir``.
+    The pairs are those of :func:`datakit.dedup.near_duplicate_pairs` (equal
+    hashes included), in another order and orientation. Memory does not grow
+    with the number of candidate pairs: no pair list is kept. The candidate
+    graph's components are found first (over distinct hash values); then each
+    batch of whole components (at most ``_limits.MAX_THUMBNAILS`` images,
+    16,384) is searched again and its pairs come out as they are found, with
+    only that batch's thumbnails in memory. A component larger than a batch is
+    searched once, its pairs go to temporary files by block, and they come out
+    by pairs of blocks. The thumbnails of the images that have any candidate
+    partner are asked for once each; when they do not fit in one batch they
+    wait in a temporary file in ``workdir`` (1 KiB an image for uint8 pixels).
 
     Parameters
     ----------
@@ -160,37 +199,45 @@ def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails
     max_distance : int
         Hash radius of the candidate search (0..32).
     thumbnails : callable
-        ``thumbnails(indices) -> ndarray (len(indices), 1024)`` of the images
-        at those indices: uint8 pixels from :func:`~datakit.dedup.thumbnail_pixels` (preferred:
-        a quarter of the size) or float rows from :func:`~datakit.dedup.thumbnail`. Called
-        with at most ``_limits.MAX_THUMBNAILS`` indices at a time, sorted and
-        distinct, and only for images that have a candidate partner; every
-        index is asked for once.
-    min_similarity : float, default 0.98
-        Smallest thumbnail correlation that confirms a pair.
+        ``thumbnails(indices) -> ndarray (len(indices), D)`` of the images at
+        those indices: uint8 pixels from :func:`~datakit.dedup.thumbnail_pixels`
+        (preferred: a quarter of the size) or float rows from
+        :func:`~datakit.dedup.thumbnail`. Called with at most
+        ``_limits.MAX_THUMBNAILS`` indices at a time, sorted and distinct, and
+        only for images that have a candidate partner; every index is asked for once.
     n_jobs : int, optional
         Threads for the hash search.
     workdir : path, optional
-        Where the temporary thumbnail file goes (default: the system's
-        temporary directory).
+        Where the temporary files go (default: the system's temporary directory).
 
-    Returns
-    -------
-    ndarray, shape (N,), int64
-        Group id of each image: the smallest index in its group.
+    Yields
+    ------
+    left : ThumbnailBlock
+    a : ndarray of int
+        Rows of ``left``: the pairs' first images are ``left.indices[a]``.
+    right : ThumbnailBlock
+        (``left`` itself for pairs within one block)
+    b : ndarray of int
+        Rows of ``right``: the second images are ``right.indices[b]``.
+    distance : ndarray of uint8
+        The pairs' Hamming distances.
+
+    The blocks are valid until the next step of the loop.
 
     Examples
     --------
     >>> from datakit.dedup import thumbnail_pixels
     >>> x = np.zeros((3, 28, 28), np.uint8); x[:, 4:24, 12:16] = 255; x[2, 4:24, 4:8] = 255
-    >>> h = np.array([7, 7, 7], dtype=np.uint64)   # equal hashes, but image 2 differs
-    >>> confirmed_duplicate_groups(h, 0, lambda idx: np.stack([thumbnail_pixels(x[i]) for i in idx]))
-    array([0, 0, 2])
+    >>> h = np.array([7, 7, 7], dtype=np.uint64)
+    >>> for left, a, right, b, d in candidate_pair_blocks(h, 0, lambda idx: np.stack([thumbnail_pixels(x[i]) for i in idx])):
+    ...     sim = correlations(left.normalized, a, right.normalized, b)
+    ...     print(sorted(zip(left.indices[a].tolist(), right.indices[b].tolist(), [round(float(s), 2) for s in sim])))
+    [(0, 1, 1.0), (0, 2, 0.66), (1, 2, 0.66)]
     """
     hashes = _check_hashes(hashes, "hashes")
     n = len(hashes)
     if n == 0:
-        return np.zeros(0, dtype=np.int64)
+        return
     radius = _check_distance(max_distance)
     jobs = _check_jobs(n_jobs)
     # 1. components of the candidate graph, over distinct hash values (equal hashes: one node, no pairs)
@@ -211,26 +258,76 @@ def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails
     nodes, node_comp = nodes[order], node_comp[order]
     del order
     if not len(nodes):
-        return np.arange(n, dtype=np.int64)
+        return
     starts = np.flatnonzero(np.r_[True, node_comp[1:] != node_comp[:-1]])
     ends = np.r_[starts[1:], len(nodes)]
     del node_comp
     from datakit._memory import release_memory
 
     release_memory()  # the candidate search's working set, before the thumbnails come in
-    # 2. each batch of whole components searched again, its pairs checked as they come
-    confirmed = _Components(n)
+    # 2. each batch of whole components searched again, its pairs yielded as they come
     rows = _ThumbnailRows(nodes, thumbnails, workdir)
     try:
         for lo, hi in _component_ranges(starts, ends, _limits.MAX_THUMBNAILS):
             if hi - lo <= _limits.MAX_THUMBNAILS:
-                idx, table = nodes[lo:hi], _Normalized(rows.read(lo, hi))  # each row normalized once
-                for a, b, _ in _pair_chunks(hashes[idx], None, radius, jobs):
-                    keep = _similar(table, a, table, b, min_similarity)
-                    confirmed.add(idx[a[keep]], idx[b[keep]])
-                del table  # before the next batch is normalized
+                block = ThumbnailBlock(nodes[lo:hi], rows.read(lo, hi))  # normalized once, when first used
+                for a, b, d in _pair_chunks(hashes[block.indices], None, radius, jobs):
+                    yield block, a, block, b, d
+                block._release()  # before the next batch is normalized
                 continue
-            _check_huge_component(nodes[lo:hi], lo, hashes, radius, jobs, rows, confirmed, min_similarity, workdir)
+            yield from _huge_component_blocks(nodes[lo:hi], lo, hashes, radius, jobs, rows, workdir)
     finally:
         rows.close()
+
+
+def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails: Callable[[np.ndarray], np.ndarray],
+                               *, min_similarity: float = 0.98, n_jobs: int | None = None,
+                               workdir: str | os.PathLike | None = None) -> np.ndarray:
+    """Connected components of the near-duplicate graph, each edge confirmed by pixels.
+
+    A perceptual hash alone is a weak witness on small images: on 28x28
+    digits many different handwritten "1"s share a hash. Candidate pairs are
+    the pairs within ``max_distance`` bits (as in :func:`datakit.dedup.near_duplicate_pairs`);
+    a pair is an edge only when the images' thumbnails correlate at
+    ``min_similarity`` or more, or both images are flat. Equal hashes are
+    candidates like any other pair. The pairs and thumbnails come from
+    :func:`candidate_pair_blocks`, so memory does not grow with the number of
+    candidate pairs (see there).
+
+    Parameters
+    ----------
+    hashes : ndarray, shape (N,), uint64
+    max_distance : int
+        Hash radius of the candidate search (0..32).
+    thumbnails : callable
+        ``thumbnails(indices) -> ndarray (len(indices), 1024)``, as for :func:`candidate_pair_blocks`.
+    min_similarity : float, default 0.98
+        Smallest thumbnail correlation that confirms a pair.
+    n_jobs : int, optional
+        Threads for the hash search.
+    workdir : path, optional
+        Where the temporary files go (default: the system's temporary directory).
+
+    Returns
+    -------
+    ndarray, shape (N,), int64
+        Group id of each image: the smallest index in its group.
+
+    Examples
+    --------
+    >>> from datakit.dedup import thumbnail_pixels
+    >>> x = np.zeros((3, 28, 28), np.uint8); x[:, 4:24, 12:16] = 255; x[2, 4:24, 4:8] = 255
+    >>> h = np.array([7, 7, 7], dtype=np.uint64)   # equal hashes, but image 2 differs
+    >>> confirmed_duplicate_groups(h, 0, lambda idx: np.stack([thumbnail_pixels(x[i]) for i in idx]))
+    array([0, 0, 2])
+    """
+    hashes = _check_hashes(hashes, "hashes")
+    n = len(hashes)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    confirmed = _Components(n)
+    for left, a, right, b, _ in candidate_pair_blocks(hashes, max_distance, thumbnails, n_jobs=n_jobs,
+                                                      workdir=workdir):
+        keep = _similar(left.normalized, a, right.normalized, b, min_similarity)
+        confirmed.add(left.indices[a[keep]], right.indices[b[keep]])
     return _group_ids(n, confirmed.labels().astype(np.int64))

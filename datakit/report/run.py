@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 
 from datakit import __version__
+from datakit._memory import release_memory
 from datakit.errors import DatakitError
 from datakit.store.dataset import Dataset
 
@@ -273,6 +274,7 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
                                  info={"error": str(exc), "traceback": traceback.format_exc()})
             status = "failed"
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        release_memory()  # the audit's freed working set back to the system before the next one starts
         result.info.setdefault("seconds", round(seconds, 3))
         result.info.setdefault("cpu_seconds", round(cpu, 3))
         run.results.append(result)

@@ -275,3 +275,32 @@ def test_shrunk_caps_take_effect(monkeypatch):
     unit = _unit_rows(pix)
     np.testing.assert_array_equal(keep, (unit[a] * unit[b]).sum(1) >= 0.98)
     assert keep.sum() > 0 and block.unit.sizes == [7, 7] * 7 + [1, 1]  # 50 pairs compared 7 at a time
+
+
+@pytest.mark.parametrize("caps", [False, True])
+def test_candidate_pair_blocks_yield_every_pair_once_with_its_thumbnails(monkeypatch, caps):
+    """The stream the build and the duplicates audit share: each candidate pair once, its distance, and the
+    rows of both images, whether the component fits one batch or is cut into pairs of blocks."""
+    from datakit.dedup import candidate_pair_blocks
+    from datakit.dedup.hashes import popcount64
+
+    if caps:
+        monkeypatch.setattr(_limits, "MAX_CANDIDATES", 97)
+        monkeypatch.setattr(_limits, "MAX_THUMBNAILS", 16)
+    h = clustered(600, 25, seed=5)
+    pix = np.random.default_rng(5).integers(0, 256, size=(len(h), 1024)).astype(np.uint8)
+    seen, n_blocks_held = [], []
+    for left, a, right, b, d in candidate_pair_blocks(h, 4, lambda idx: pix[idx]):
+        i, j = left.indices[a], right.indices[b]
+        np.testing.assert_array_equal(left.rows[a], pix[i])  # the rows are those images' thumbnails
+        np.testing.assert_array_equal(right.rows[b], pix[j])
+        np.testing.assert_array_equal(d, popcount64(h[i] ^ h[j]))
+        seen.append(np.stack([np.minimum(i, j), np.maximum(i, j)], axis=1))
+        n_blocks_held.append(len({id(left), id(right)}))
+        if caps:
+            assert len(left) <= 8 and len(right) <= 16
+    got = np.unique(np.concatenate(seen), axis=0)
+    assert len(got) == sum(len(s) for s in seen)  # no pair twice
+    np.testing.assert_array_equal(got, np.unique(brute(h, 4)[0], axis=0))
+    if caps:
+        assert 2 in n_blocks_held  # pairs across two blocks of one huge component came out

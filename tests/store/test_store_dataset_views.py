@@ -62,3 +62,48 @@ def test_info_cli_formats(small):
     assert "class,cat,3,1,4" in lines
     missing = runner.invoke(cli, ["info", str(root / "nope")])
     assert missing.exit_code == 1 and "not a datakit dataset" in missing.output
+
+
+def test_load_arrays_mapped_cache_and_row_reads(tmp_path):
+    """load_arrays(mmap=True) streams the images into its cache and maps it; the audits' row reader reads
+    just the rows asked for; the column reader takes only the row groups it needs; all equal the arrays."""
+    import shutil
+
+    from audits._common import _Rows
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (30, 6, 7), dtype=np.uint8)
+    labels = ["a", "b", "c"] * 10
+    root = write_dataset(tmp_path / "d", images, labels, ["train"] * 20 + ["test"] * 10, source="arrays")
+    ds = datakit.open_dataset(root)
+    in_memory, targets = ds.load_arrays(None)
+    shutil.rmtree(root / ".cache")
+    mapped, targets2 = datakit.open_dataset(root).load_arrays(None, mmap=True)
+    assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
+    np.testing.assert_array_equal(mapped, in_memory)
+    np.testing.assert_array_equal(targets2, targets)
+    again, _ = datakit.open_dataset(root).load_arrays(None)  # the streamed cache reads back as a plain array
+    assert not isinstance(again, np.memmap)
+    np.testing.assert_array_equal(again, in_memory)
+    rows = _Rows(mapped)
+    for pos in ([], [5], [0, 1, 2, 9, 3, 29, 28], list(range(30))[::-1]):
+        np.testing.assert_array_equal(rows[np.array(pos, dtype=np.int64)], in_memory[pos])
+    with pytest.raises(IndexError):
+        rows[np.array([30])]
+    view = ds.select_columns(["label"])
+    pos = np.array([7, 0, 29, 7])
+    np.testing.assert_array_equal(view.column_values("path", pos), ds.manifest["path"].to_numpy(dtype=object)[pos])
+    with pytest.raises(KeyError, match="no column 'nope'"):
+        view.column_values("nope", pos)
+
+
+def test_load_arrays_mapped_rejects_mixed_shapes(tmp_path):
+    from PIL import Image
+
+    images = np.arange(4 * 25, dtype=np.uint8).reshape(4, 5, 5)  # four distinct files
+    root = write_dataset(tmp_path / "d", images, ["a", "b"] * 2, ["train"] * 4, source="arrays")
+    first = datakit.open_dataset(root).manifest["path"].iloc[0]
+    Image.fromarray(np.zeros((6, 5), np.uint8)).save(root / first)
+    with pytest.raises(DatakitError, match="different shapes"):
+        datakit.open_dataset(root).load_arrays(None, mmap=True)
+    assert not list((root / ".cache").glob("*-images.npy"))  # nothing half-written is left as a cache
