@@ -109,6 +109,25 @@ def test_sklearn_digits():
         get_source("sklearn-digits")(n_class=5)
 
 
+def test_sklearn_digits_read_without_sklearn_equal_load_digits(monkeypatch):
+    """The bundled CSV is read directly (no scikit-learn import at start-up); the arrays are load_digits' own."""
+    from sklearn.datasets import load_digits
+
+    from datakit.sources import sklearn_digits
+
+    assert sklearn_digits._bundled_file() is not None
+    src = get_source("sklearn-digits")(name="digits")
+    images, target = src._load()
+    bunch = load_digits()
+    np.testing.assert_array_equal(images, bunch.images)
+    np.testing.assert_array_equal(target, bunch.target)
+    # where the file is not found, load_digits itself is called
+    monkeypatch.setattr(sklearn_digits, "_bundled_file", lambda: None)
+    images2, target2 = src._load()
+    np.testing.assert_array_equal(images2, bunch.images)
+    np.testing.assert_array_equal(target2, bunch.target)
+
+
 # --------------------------------------------------------------------------- torchvision
 
 def test_torchvision_offline_missing_files_say_where_to_put_them(tmp_path):
