@@ -17,7 +17,7 @@ def _example_rows(per: pd.DataFrame, n_examples: int) -> pd.DataFrame:
     if flagged.empty or n_examples <= 0:
         return flagged.iloc[:0]
     a, b = flagged["_row"].to_numpy(), flagged["_match"].to_numpy()
-    flagged["_key"] = [(min(p, q), max(p, q)) for p, q in zip(a, b)]
+    flagged["_key"] = np.minimum(a, b) * (len(per) + 1) + np.maximum(a, b)  # the unordered pair, as one int
     flagged["_rank"] = flagged["kind"].map({k: i for i, k in enumerate(KINDS)})
     flagged["_eval"] = flagged["leak"]  # show a leaked pair from its test side
     flagged = flagged.sort_values(["_rank", "_eval", "_row"], ascending=[True, False, True]).drop_duplicates("_key")

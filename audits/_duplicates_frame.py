@@ -53,7 +53,7 @@ def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None,
         # compact columns (at a million images, Python strings cost about 120 MB a column): ``id`` and ``path``
         # stay Arrow strings, the few-valued columns become categories
         part = pd.DataFrame({
-            "dataset": name, "_ds": k, "_row": np.arange(n),
+            "dataset": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [name]), "_ds": k, "_row": np.arange(n),
             "id": _strings(m["id"]) if "id" in m else pd.array([None] * n, dtype=_STRING),
             "split": _category(m["split"], "(none)") if "split" in m else "(none)",
             "source": _category(m["source"], "(none)") if "source" in m else "(none)",
@@ -114,7 +114,7 @@ def _columns(ds: Dataset) -> pd.DataFrame:
     """The columns :func:`_frame` needs, read from the file without caching them on ``ds`` (when it can),
     so the frame is the only copy held (at a million images the view's manifest is about 200 MB)."""
     if hasattr(ds, "read_columns") and "manifest" not in vars(ds):
-        return ds.read_columns(_COLUMNS)
+        return ds.read_columns(_COLUMNS, categories=("split", "source", "label"))
     return ds.manifest
 
 

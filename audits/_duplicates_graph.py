@@ -36,18 +36,28 @@ class _Neighbors:
     ``c`` adjacent to ``x`` (``x`` itself included when it is in ``c``).
     """
 
-    def __init__(self, group: np.ndarray, n_nodes: int, adjacency: sparse.csr_matrix) -> None:
+    def __init__(self, group: np.ndarray, n_nodes: int, adjacency: sparse.csr_matrix | None) -> None:
+        """``adjacency=None``: the identity (exact copies only)."""
         self.group, self.n_nodes, self.adjacency = group, n_nodes, adjacency
 
-    def _by_cell(self, labels: np.ndarray, n_cells: int) -> sparse.csr_matrix:
+    def _by_cell(self, labels: np.ndarray, n_cells: int):
+        """Nodes x cells: images of each node in each cell; dense int64 while that stays small (64 MB), else
+        sparse (a sparse matrix with a million rows, and fancy indexing into it, cost several times more)."""
+        if self.n_nodes * n_cells <= _DENSE_CELLS:
+            flat = np.bincount(self.group * n_cells + labels, minlength=self.n_nodes * n_cells)
+            return flat.reshape(self.n_nodes, n_cells)
         ones = np.ones(len(labels), dtype=np.int64)
         return sparse.csr_matrix((ones, (self.group, labels)), shape=(self.n_nodes, n_cells))
 
-    def reach(self, labels: np.ndarray, n_cells: int) -> sparse.csr_matrix:
-        """Nodes x cells: images of each cell adjacent to each node."""
-        return (self.adjacency @ self._by_cell(labels, n_cells)).tocsr()
+    def reach(self, labels: np.ndarray, n_cells: int):
+        """Nodes x cells: images of each cell adjacent to each node (dense array or sparse matrix)."""
+        by_cell = self._by_cell(labels, n_cells)
+        if self.adjacency is None:
+            return by_cell
+        out = self.adjacency @ by_cell
+        return out if isinstance(out, np.ndarray) else sparse.csr_matrix(out)
 
-    def lookup(self, reach: sparse.csr_matrix, cells: np.ndarray) -> np.ndarray:
+    def lookup(self, reach, cells: np.ndarray) -> np.ndarray:
         """Per image: ``reach[group[x], cells[x]]`` (0 where ``cells`` is -1)."""
         out = np.zeros(len(cells), dtype=np.int64)
         ok = cells >= 0
@@ -58,15 +68,68 @@ class _Neighbors:
     def pair_matrix(self, labels: np.ndarray, n_cells: int) -> np.ndarray:
         """Cells x cells ordered pair counts (each image paired with itself on the diagonal)."""
         by_cell = self._by_cell(labels, n_cells)
-        return np.asarray((by_cell.T @ (self.adjacency @ by_cell)).todense(), dtype=np.int64)
+        reach = by_cell if self.adjacency is None else self.adjacency @ by_cell
+        out = by_cell.T @ reach
+        return np.asarray(out.todense() if sparse.issparse(out) else out, dtype=np.int64)
+
+
+#: largest nodes x cells count table kept dense (int64: 64 MB)
+_DENSE_CELLS = 1 << 23
+
+
+def _hex_id_codes(ids) -> tuple[np.ndarray, int] | None:
+    """Codes (in order of first appearance) of ids that are all 64 hex digits (content sha256s), or None.
+
+    Equal ids are found through their first 16 hex digits as a uint64 (8 bytes a row, where factorizing
+    the strings held a second copy of them: about 70 MB at a million images), and every group of equal
+    prefixes is then checked on all 64 digits (any difference: None, and the caller factorizes).
+    """
+    import pyarrow as pa
+
+    arrow = getattr(getattr(ids, "array", None), "_pa_array", None)
+    if arrow is None or arrow.null_count or len(arrow) == 0:
+        return None
+    arr = arrow.chunk(0) if arrow.num_chunks == 1 else arrow.combine_chunks()
+    if arr.type not in (pa.string(), pa.large_string()):
+        return None
+    n = len(arr)
+    width = np.int64 if arr.type == pa.large_string() else np.int32
+    offsets = np.frombuffer(arr.buffers()[1], dtype=width)[arr.offset:arr.offset + n + 1]
+    if not (np.diff(offsets) == 64).all():
+        return None
+    data = np.frombuffer(arr.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]].reshape(n, 64)
+    lut = np.full(256, 255, dtype=np.uint8)
+    lut[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10)
+    lut[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16)
+    lut[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
+    nibbles = lut[data[:, :16]]
+    if (nibbles == 255).any():
+        return None
+    prefix = np.zeros(n, dtype=np.uint64)
+    for k in range(16):
+        prefix = (prefix << np.uint64(4)) | nibbles[:, k].astype(np.uint64)
+    del nibbles
+    _, first, inverse = np.unique(prefix, return_index=True, return_inverse=True)
+    del prefix
+    inverse = inverse.ravel()
+    shared = np.flatnonzero(np.bincount(inverse)[inverse] > 1)  # rows whose prefix another row has
+    if len(shared) and not (data[shared] == data[first[inverse[shared]]]).all():
+        return None  # two ids share 16 digits but differ: leave it to the exact factorization
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse], len(first)
 
 
 def _nodes(f: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray]:
     """Images with the same content id share a node. Returns node per image, node count, first row per node."""
-    codes, uniques = pd.factorize(f["id"])  # Arrow strings: no Python string per row
-    codes = codes.astype(np.int64)
-    missing = codes < 0  # no id: a node of its own
-    codes[missing] = len(uniques) + np.arange(int(missing.sum()))
+    fast = _hex_id_codes(f["id"])
+    if fast is not None:
+        codes, n_nodes = fast
+    else:
+        codes, uniques = pd.factorize(f["id"])  # Arrow strings: no Python string per row
+        codes = codes.astype(np.int64)
+        missing = codes < 0  # no id: a node of its own
+        codes[missing] = len(uniques) + np.arange(int(missing.sum()))
     n_nodes = int(codes.max()) + 1 if len(codes) else 0
     first = np.full(n_nodes, len(codes), dtype=np.int64)
     np.minimum.at(first, codes, np.arange(len(codes), dtype=np.int64))
@@ -74,13 +137,15 @@ def _nodes(f: pd.DataFrame) -> tuple[np.ndarray, int, np.ndarray]:
 
 
 def _identity_neighbors(node: np.ndarray, n_nodes: int) -> _Neighbors:
-    return _Neighbors(node, n_nodes, sparse.identity(n_nodes, dtype=np.int64, format="csr"))
+    return _Neighbors(node, n_nodes, None)
 
 
 def _edge_neighbors(node: np.ndarray, n_nodes: int, u: np.ndarray, v: np.ndarray) -> _Neighbors:
-    rows = np.concatenate([u, v, np.arange(n_nodes)])
-    cols = np.concatenate([v, u, np.arange(n_nodes)])
+    index = np.int32 if n_nodes < 2**31 else np.int64
+    rows = np.concatenate([u, v, np.arange(n_nodes)]).astype(index, copy=False)
+    cols = np.concatenate([v, u, np.arange(n_nodes)]).astype(index, copy=False)
     adjacency = sparse.csr_matrix((np.ones(len(rows), dtype=np.int64), (rows, cols)), shape=(n_nodes, n_nodes))
+    del rows, cols
     return _Neighbors(node, n_nodes, adjacency)
 
 
@@ -95,7 +160,7 @@ def _relations(nb: _Neighbors, f: pd.DataFrame, train_cell: np.ndarray, prefix: 
     same_src = nb.lookup(nb.reach(src, n_src), src) - 1
     tcell = train_cell[ds]
     in_train = nb.lookup(nb.reach(cell, n_cell), tcell) - (cell == tcell)
-    return {
+    out = {
         f"{prefix}_total": total,
         f"{prefix}_within_split": same_cell,
         f"{prefix}_cross_split": same_ds - same_cell,
@@ -103,6 +168,8 @@ def _relations(nb: _Neighbors, f: pd.DataFrame, train_cell: np.ndarray, prefix: 
         f"{prefix}_cross_dataset": total - same_ds,
         f"{prefix}_cross_source": same_ds - same_src,
     }
+    # counts of images: int32 (half the memory of 12 per-image columns held through the report)
+    return {k: c.astype(np.int32) if len(c) < 2**31 else c for k, c in out.items()}
 
 
 def _pair_counts(nb: _Neighbors, f: pd.DataFrame, train_cell: np.ndarray, test_cell: np.ndarray) -> dict[str, int]:
@@ -132,11 +199,12 @@ def _pair_counts(nb: _Neighbors, f: pd.DataFrame, train_cell: np.ndarray, test_c
 
 def _kind_codes(f: pd.DataFrame, x: np.ndarray, y: np.ndarray, train_split: str) -> np.ndarray:
     """Index into :data:`KINDS` of the relation between images ``x`` and ``y`` (arrays of rows)."""
-    ds, split, src = f["_ds"].to_numpy(), f["split"].to_numpy(), f["source"].to_numpy()
+    ds = f["_ds"].to_numpy()
+    sx, sy = f["split"].to_numpy()[x], f["split"].to_numpy()[y]
+    cx, cy = f["source"].to_numpy()[x], f["source"].to_numpy()[y]
     return np.where(ds[x] != ds[y], 1,
-                    np.where(split[x] != split[y],
-                             np.where((split[x] == train_split) != (split[y] == train_split), 0, 3),
-                             np.where(src[x] != src[y], 2, 4)))
+                    np.where(sx != sy, np.where((sx == train_split) != (sy == train_split), 0, 3),
+                             np.where(cx != cy, 2, 4)))
 
 
 def _matches(f: pd.DataFrame, node: np.ndarray, u: np.ndarray, v: np.ndarray, d: np.ndarray, flagged: np.ndarray,
@@ -151,14 +219,18 @@ def _matches(f: pd.DataFrame, node: np.ndarray, u: np.ndarray, v: np.ndarray, d:
     x = np.flatnonzero(flagged)
     if len(x) == 0:
         return pd.DataFrame(columns=cols)
-    n = len(f)
-    # (dataset, split, source) cells from the (dataset, split) and (dataset, source) codes, without tuples per row
-    cell3 = pd.factorize(f["_cell"].to_numpy(np.int64) * (int(f["_src"].max()) + 1) + f["_src"].to_numpy(np.int64))[0]
-    members = pd.DataFrame({"node": node, "cell": cell3, "row": np.arange(n)})
-    members["rank"] = members.groupby(["node", "cell"]).cumcount()
-    members = members[members["rank"] < 2]
     size = np.bincount(node, minlength=int(node.max()) + 1)
     multi = np.flatnonzero(size > 1)
+    # the members of the nodes an edge reaches (not of every node: a million-row frame and its groupby)
+    needed = np.zeros(len(size), dtype=bool)
+    needed[u] = needed[v] = needed[multi] = True
+    rows = np.flatnonzero(needed[node])
+    del needed
+    # (dataset, split, source) cells from the (dataset, split) and (dataset, source) codes, without tuples per row
+    cell3 = f["_cell"].to_numpy(np.int64)[rows] * (int(f["_src"].max()) + 1) + f["_src"].to_numpy(np.int64)[rows]
+    members = pd.DataFrame({"node": node[rows], "cell": cell3, "row": rows})
+    members["rank"] = members.groupby(["node", "cell"]).cumcount()
+    members = members[members["rank"] < 2]
     edges = pd.DataFrame({"u": np.concatenate([u, v, multi]), "v": np.concatenate([v, u, multi]),
                           "distance": np.concatenate([d, d, np.zeros(len(multi), dtype=np.int64)])})
     cand = pd.DataFrame({"row": x, "u": node[x]}).merge(edges, on="u").merge(
@@ -212,7 +284,7 @@ def _near_frame(f: pd.DataFrame, node: np.ndarray, n_nodes: int, u: np.ndarray, 
         "kind": kind,
         "exact": flag & (node == node[mrow]),
         "leak": ~is_train & (train_cell[f["_ds"].to_numpy()] >= 0) & (rel["near_in_train"] > 0),
-        "n_near": rel["near_total"],
+        "n_near": rel["near_total"].astype(np.int64),
         "_row": np.arange(n), "_match": match, "_ds": f["_ds"],
     })
     return per, rel, near_pairs

@@ -211,7 +211,8 @@ def orientation_artifacts(
             examples = sorted(examples, key=lambda e: -e[0])[:max_examples]
         scores, corners = np.concatenate(score_parts), np.concatenate(corner_parts)
         labels = shared_labels(g, class_map)
-        frame = pd.DataFrame({"dataset": g.name, "id": g.frame["id"].array, "label": labels.to_numpy(),
+        frame = pd.DataFrame({"dataset": pd.Categorical.from_codes(np.zeros(len(g), np.int8), [g.name]),
+                              "id": g.frame["id"].array, "label": labels.to_numpy(),
                               "score": scores, "flag": scores >= threshold})
         for j, name in enumerate(_CORNERS):
             frame[f"corner_{name}"] = corners[:, j]

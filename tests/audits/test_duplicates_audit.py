@@ -256,3 +256,24 @@ def test_pixel_check_on_real_mnist_keeps_reencoded_copies_only(shared_data, tmp_
         audit([ds], verify="ssim")
     with pytest.raises(DatakitError, match=r"min_similarity must be a number in \[-1, 1\]"):
         audit([ds], min_similarity=2)
+
+
+def test_content_nodes_fast_path_agrees_with_factorizing_the_ids():
+    """Nodes from the ids' 16-digit prefixes (memory-light) equal those of factorizing the full strings,
+    and two ids that share a prefix but differ elsewhere fall back to the exact factorization."""
+    import hashlib
+
+    from audits._duplicates_graph import _hex_id_codes, _nodes
+
+    rng = np.random.default_rng(0)
+    ids = [hashlib.sha256(str(i).encode()).hexdigest() for i in rng.integers(0, 500, 3000)]
+    frame = pd.DataFrame({"id": pd.array(ids, dtype=pd.StringDtype("pyarrow"))})
+    codes, n_nodes, first = _nodes(frame)
+    want, uniques = pd.factorize(pd.Series(ids, dtype=object))
+    np.testing.assert_array_equal(codes, want)
+    assert n_nodes == len(uniques) and (np.asarray(ids, dtype=object)[first] == np.asarray(uniques)).all()
+    clash = ids[:10] + [ids[0][:16] + "0" * 48]
+    frame = pd.DataFrame({"id": pd.array(clash, dtype=pd.StringDtype("pyarrow"))})
+    assert _hex_id_codes(frame["id"]) is None
+    assert _nodes(frame)[1] == len(set(clash))
+    assert _hex_id_codes(pd.Series(["a", "b"], dtype=pd.StringDtype("pyarrow"))) is None  # not sha256s
