@@ -85,8 +85,8 @@ def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None,
         parts.append(part)
     frame = (parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)) if parts else pd.DataFrame()
     for col in ("dataset", "split", "source", "label"):  # concat of differing categories gives objects
-        if col in frame and frame[col].dtype == object:
-            frame[col] = frame[col].astype("category")
+        if col in frame and not isinstance(frame[col].dtype, pd.CategoricalDtype):
+            frame[col] = frame[col].astype(object).astype("category")
     return frame
 
 

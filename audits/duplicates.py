@@ -209,7 +209,10 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
         return skipped(NAME, "no dataset given")
     notes: list[str] = []
     use_hash = mode in ("phash", "both")
+    from datakit._memory import release_memory
+
     f = _frame(datasets, notes, workers, scheduler, compute_hashes=use_hash)
+    release_memory()  # the manifest read's buffers, before the per-image arrays are built
     if f.empty:
         return skipped(NAME, "the datasets have no images")
     n = len(f)
@@ -228,6 +231,7 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     exact = _identity_neighbors(node, n_nodes)
     g = _Graph(f, node, n_nodes, first, _relations(exact, f, train_cell, "exact"),
                _pair_counts(exact, f, train_cell, test_cell), train_cell, test_cell, train_split)
+    release_memory()  # the exact-copy counts' working set
     result = AuditResult(NAME, notes=notes)
     hash_edges = None
     if use_hash:

@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from audits._common import (PIXEL_COLUMNS, common_mode, fig_to_png, load_images, make_groups, pyplot, shared_labels,
+from audits._common import (common_mode, fig_to_png, load_images, make_groups, pyplot, shared_labels,
                             working_size)
 from audits.base import AuditResult, register_audit, skipped
 from datakit.store.dataset import Dataset
@@ -156,7 +156,7 @@ def rotation_scores(images: np.ndarray, tol: float = 0.06, min_leg: float = 0.04
     return np.concatenate(scores), np.concatenate(corners)
 
 
-@register_audit(NAME, columns=PIXEL_COLUMNS + ("id",))
+@register_audit(NAME, columns=("id", "label", "split", "source", "width", "height"))
 def orientation_artifacts(
     datasets: Sequence[Dataset], *, threshold: float = 0.6, tol: float = 0.06, size_cap: int = 128,
     max_examples: int = 16, group_by: str = "auto", class_map: Mapping[str, Mapping[str, str]] | None = None,

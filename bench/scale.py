@@ -206,6 +206,10 @@ def step_build(args) -> dict:
 def step_audit(args) -> dict:
     import pandas as pd
 
+    from datakit._memory import use_system_allocator
+
+    use_system_allocator()  # as the `datakit` command does at start
+
     from datakit import open_dataset
     from datakit.dedup import near_duplicate_groups
 

@@ -70,6 +70,9 @@ def cli(verbose: int) -> None:
     benchmarks were built, and audit them for dataset bias."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    from datakit._memory import use_system_allocator
+
+    use_system_allocator()  # freed Arrow buffers go back to the OS (datakit._memory)
 
 
 def main() -> None:
