@@ -22,12 +22,13 @@ __all__ = ["_group_near_duplicates", "_finalize"]
 
 
 def _group_near_duplicates(recipe: Recipe, hashes: np.ndarray, out: Path,
-                           thumbnails: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+                           thumbnails: Callable[[np.ndarray], np.ndarray], n_jobs: int | None = None) -> np.ndarray:
     """Near-duplicate group of each kept image, as the recipe's ``[splits]`` asks.
 
     ``thumbnails(indices)`` gives the 32x32 uint8 thumbnails of those kept
     images (:meth:`_Chunks.thumbnails`); only images with a candidate partner
-    are asked for (pixel check).
+    are asked for (pixel check). ``n_jobs``: threads for the hash search (the
+    build's workers are idle by then).
     """
     from datakit.dedup import confirmed_duplicate_groups, near_duplicate_groups
 
@@ -35,12 +36,13 @@ def _group_near_duplicates(recipe: Recipe, hashes: np.ndarray, out: Path,
     if not len(hashes):
         return np.zeros(0, np.int64)
     if recipe.splits.near_duplicate_verify != "pixels":
-        return near_duplicate_groups(hashes, dist)
+        return near_duplicate_groups(hashes, dist, n_jobs=n_jobs)
     return confirmed_duplicate_groups(hashes, dist, thumbnails, min_similarity=recipe.splits.near_duplicate_similarity,
-                                      workdir=out / STAGING_DIR)  # the staging folder: removed with the build
+                                      n_jobs=n_jobs, workdir=out / STAGING_DIR)  # the staging folder: removed with the build
 
 
-def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+def _finalize(plan: BuildPlan, staging: _Staging, out: Path,
+              n_jobs: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Dedupe, group, split. Returns (manifest, rejected, stats)."""
 
     recipe = plan.recipe
@@ -67,7 +69,7 @@ def _finalize(plan: BuildPlan, staging: _Staging, out: Path) -> tuple[pd.DataFra
     dist = recipe.splits.near_duplicate_distance
     hashes = kept["phash"].to_numpy(dtype=np.uint64)
     chunks, kept_ok = _Chunks.of(plan, staging), np.flatnonzero(~dup)
-    groups = _group_near_duplicates(recipe, hashes, out, lambda idx: chunks.thumbnails(kept_ok[idx], out))
+    groups = _group_near_duplicates(recipe, hashes, out, lambda idx: chunks.thumbnails(kept_ok[idx], out), n_jobs)
     spec_split = recipe.splits
     strategy = spec_split.strategy if spec_split.strategy != "source" else spec_split.fallback
     fixed = kept["fixed"].astype(object).where(kept["fixed"].notna(), None).tolist()

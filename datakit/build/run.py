@@ -209,8 +209,10 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
     process_seconds = t_final - t_proc
 
     writer = DatasetWriter(out)
+    # the near-duplicate search runs on as many threads as the build had local workers (they are idle now)
+    search_jobs = -1 if workers is None and scheduler is None else max(1, int(workers or 1))
     if plan.curate is None and plan.relabel is None:
-        final = _finalize_streaming(plan, staging, out, writer)
+        final = _finalize_streaming(plan, staging, out, writer, n_jobs=search_jobs)
         n_kept, rejected, stats, classes = final["kept"], final["rejected"], final["stats"], final["classes"]
         counts, data_sha256 = final["counts"], final["data_sha256"]
         writer.write_categories(pd.DataFrame({"label": classes,
@@ -220,7 +222,7 @@ def _run_build(plan: BuildPlan, out: Path, t0: float, *, workers, scheduler, pro
     else:
         from datakit.store.dataset import Dataset
 
-        manifest, rejected, stats = _finalize(plan, staging, out)
+        manifest, rejected, stats = _finalize(plan, staging, out, n_jobs=search_jobs)
         step = 16384
         writer.write_manifest(manifest.iloc[i:i + step] for i in range(0, max(len(manifest), 1), step))
         writer.write_rejected(rejected)

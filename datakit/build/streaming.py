@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["_finalize_streaming"]
 
 
-def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: DatasetWriter) -> dict:
+def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: DatasetWriter,
+                        n_jobs: int | None = None) -> dict:
     """The finalize pass for builds without ``[curate]``, in memory proportional to compact columns.
 
     Writes ``manifest.parquet`` (chunk by chunk, identical to what :func:`_finalize` gives) and
@@ -104,7 +105,7 @@ def _finalize_streaming(plan: BuildPlan, staging: _Staging, out: Path, writer: D
     np.save(digests_path, np.sort(arr.pop("digest")[kept_ok]))
     dist = recipe.splits.near_duplicate_distance
     _release_memory()
-    groups = _group_near_duplicates(recipe, hashes, out, lambda idx: chunks.thumbnails(kept_ok[idx], out))
+    groups = _group_near_duplicates(recipe, hashes, out, lambda idx: chunks.thumbnails(kept_ok[idx], out), n_jobs)
     groups = np.asarray(groups, dtype=np.int64)
     del hashes
     _release_memory()
