@@ -229,9 +229,11 @@ def candidate_pair_blocks(hashes: np.ndarray, max_distance: int, thumbnails: Cal
     >>> from datakit.dedup import thumbnail_pixels
     >>> x = np.zeros((3, 28, 28), np.uint8); x[:, 4:24, 12:16] = 255; x[2, 4:24, 4:8] = 255
     >>> h = np.array([7, 7, 7], dtype=np.uint64)
+    >>> pairs = []
     >>> for left, a, right, b, d in candidate_pair_blocks(h, 0, lambda idx: np.stack([thumbnail_pixels(x[i]) for i in idx])):
     ...     sim = correlations(left.normalized, a, right.normalized, b)
-    ...     print(sorted(zip(left.indices[a].tolist(), right.indices[b].tolist(), [round(float(s), 2) for s in sim])))
+    ...     pairs += zip(left.indices[a].tolist(), right.indices[b].tolist(), [round(float(s), 2) for s in sim])
+    >>> sorted(pairs)
     [(0, 1, 1.0), (0, 2, 0.66), (1, 2, 0.66)]
     """
     hashes = _check_hashes(hashes, "hashes")
