@@ -3,7 +3,8 @@
 The *floor* does what the build's per-image pass must do and nothing else:
 read the recipe's sources, decode, normalize with the batch normalizer (one
 call per same-size group of a 256-image batch), make the 32x32 thumbnail and
-the pHash, encode the PNG and write it under its sha256, on the same number of
+the pHash, encode the PNG and write it under its sha256 (with the build's own
+write, :func:`datakit.build.process._put_image`), on the same number of
 worker processes, with at most ``2 * workers`` batches in flight, as the build
 does. It skips everything that is bookkeeping: staging chunks, resumability,
 exact and near-duplicate search, splits, the manifest, checksums, the
@@ -46,7 +47,8 @@ def _floor_batch(items: list, batch_normalizer, store: str) -> int:
     from datakit.dedup import thumbnail_pixels
     from datakit.hashing import _hash_gray32
     from datakit.sources.decode import item_to_image, to_array
-    from datakit.store.images import content_id, encode_png
+    from datakit.build.process import _put_image
+    from datakit.store.images import encode_png
 
     groups: dict[tuple, list] = {}
     for item in items:
@@ -59,12 +61,7 @@ def _floor_batch(items: list, batch_normalizer, store: str) -> int:
         thumbs = np.stack([thumbnail_pixels(a) for a in out])
         _hash_gray32(thumbs.reshape(-1, 32, 32).astype(np.float64))
         for a in out:
-            data = encode_png(a)
-            image_id = content_id(data)
-            folder = os.path.join(store, image_id[:2])
-            os.makedirs(folder, exist_ok=True)
-            with open(os.path.join(folder, image_id + ".png"), "wb") as fh:
-                fh.write(data)
+            _put_image(store, encode_png(a))  # the build's own write: O_EXCL in place, folders made once
             written += 1
     return written
 

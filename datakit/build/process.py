@@ -35,30 +35,67 @@ _TMP_COUNTER = itertools.count()
 
 
 def _put_image(store_root: str, data: bytes) -> tuple[str, str]:
-    """Store PNG bytes under their sha256: temporary name, then rename.
+    """Store PNG bytes under their sha256, created in place with ``O_EXCL``.
 
-    Atomic for readers and for killed processes. There is no fsync per image
-    (it cost 0.4-7 ms an image here); the build flushes with ``os.sync()``
-    before it commits each staged chunk and before it marks the dataset complete.
-    The temporary file is created exclusively under a name unique to this
-    process (``O_EXCL``), with mode ``0o666`` less the umask, as the store's
-    other files.
+    Three system calls an image (open, write, close), with mode ``0o666``
+    less the umask, as the store's other files. A temporary name and a rename
+    cost about 1.5 s more on the digits build (81,095 images, two workers).
+    There is no fsync per image (it cost 0.4-7 ms an image here); the build
+    flushes with ``os.sync()`` before it commits each staged chunk and before
+    it marks the dataset complete.
+
+    A process killed while writing can leave a partial file under its final
+    name. Nothing trusts it: the chunk that would refer to it is never
+    committed, and a stored file is kept only when its bytes are the ones
+    being stored. When they are not (that partial file, or a file changed on
+    disk), it is replaced atomically (temporary name, then rename). A complete
+    dataset's readers never see a partial file, since an id that is in its
+    manifest already exists with its bytes and is not rewritten.
     """
     image_id = content_id(data)
     rel = ImageStore.relpath(image_id)
     target = os.path.join(store_root, rel)
-    if os.path.exists(target):
-        return image_id, rel
     folder = os.path.dirname(target)
     if folder not in _MADE_DIRS:
         os.makedirs(folder, exist_ok=True)
         _MADE_DIRS.add(folder)
-    tmp = os.path.join(folder, f".{image_id}.{os.getpid()}.{next(_TMP_COUNTER)}.tmp")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        if not _holds(target, data):
+            _replace_file(target, data)
+        return image_id, rel
     except FileNotFoundError:  # the folder was removed since (another build's clean-up): make it again
         os.makedirs(folder, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        with contextlib.suppress(OSError):
+            if os.stat(target).st_ino == os.fstat(fd).st_ino:  # not a complete copy another writer put there
+                os.unlink(target)
+        raise
+    finally:
+        os.close(fd)
+    return image_id, rel
+
+
+def _holds(path: str, data: bytes) -> bool:
+    """Whether the file at ``path`` holds exactly ``data``."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(len(data) + 1) == data
+    except OSError:
+        return False
+
+
+def _replace_file(target: str, data: bytes) -> None:
+    """Write ``data`` to ``target`` through a temporary name unique to this process, then rename."""
+    tmp = os.path.join(os.path.dirname(target),
+                       f".{os.path.basename(target)}.{os.getpid()}.{next(_TMP_COUNTER)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -67,8 +104,6 @@ def _put_image(store_root: str, data: bytes) -> tuple[str, str]:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    return image_id, rel
-
 
 
 def process_item(item: SourceItem, *, normalizer: Callable, label_map: dict | None, store_root: str) -> dict:
