@@ -234,7 +234,18 @@ def step_audit(args) -> dict:
             out.setdefault("audit_errors", {})[r.name] = r.skipped
     if "balance" in run.seconds:
         out["balance_seconds"] = run.seconds["balance"]
-    out["driver_peak_mb"] = _peak_self_mb()
+    out["driver_peak_mb"] = _peak_self_mb()  # the audits (run_audits)
+    # then the report files `datakit audit` writes by default (html and json), from the same run
+    import tempfile
+
+    from datakit.report import write_report
+
+    t4 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="scale-report-") as folder:
+        paths = write_report(run, folder, ["html", "json"])
+        out["report_mb"] = round(sum(p.stat().st_size for p in paths) / 2**20, 1)
+    out["report_seconds"] = round(time.perf_counter() - t4, 2)
+    out["report_peak_mb"] = _peak_self_mb()
     return out
 
 
@@ -419,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                         "near_dup_groups": audit["groups_with_several"],
                         "balance_s": round(audit["balance_seconds"], 3) if "balance_seconds" in audit else None,
                         "audit_driver_peak_mb": round(audit["driver_peak_mb"], 1),
+                        "report_peak_mb": round(audit["report_peak_mb"], 1), "report_s": audit["report_seconds"],
+                        "report_files_mb": audit["report_mb"],
                         "audits": audit.get("audit_status"), "audit_seconds": audit.get("audit_seconds")})
             if "audit_errors" in audit:
                 row["audit_errors"] = audit["audit_errors"]
@@ -448,6 +461,7 @@ def _report(rows: list[dict], backends: list[str], sizes: list[int], args) -> in
         built = [r for r in sel if "build_wall_s" in r]
         fits[backend] = {
             "audit_peak_ratio_per_10x": _ratio_per_10x(sel, "audit_driver_peak_mb"),
+            "report_peak_ratio_per_10x": _ratio_per_10x(sel, "report_peak_mb"),
             "dedup_k": fit_exponent(ns, [r["dedup_s"] for r in sel]),
             "nlogn_k": nlogn_exponent(ns),
         }

@@ -15,14 +15,14 @@ from typing import Iterable
 from datakit.report.format import format_value, key_numbers
 from datakit.report.gate import Condition, available_metrics, evaluate_conditions, parse_condition
 from datakit.report.html_report import render_html
-from datakit.report.json_report import render_json, report_dict, to_jsonable
+from datakit.report.json_report import render_json, report_dict, to_jsonable, write_json
 from datakit.report.markdown_report import render_markdown
 from datakit.report.run import AuditRun, parse_class_map, parse_option, resolve_audits, run_audits
 from datakit.report.terminal import summary_frame
 
 __all__ = [
     "AuditRun", "run_audits", "resolve_audits", "parse_option", "parse_class_map", "render_html", "render_json",
-    "report_dict", "to_jsonable", "render_markdown", "summary_frame", "format_value", "key_numbers", "Condition",
+    "write_json", "report_dict", "to_jsonable", "render_markdown", "summary_frame", "format_value", "key_numbers", "Condition",
     "parse_condition", "evaluate_conditions", "available_metrics", "write_report", "REPORT_FORMATS",
 ]
 
@@ -45,7 +45,7 @@ def write_report(run: AuditRun, out: str | os.PathLike, formats: Iterable[str] =
     ValueError
         An unknown format.
     """
-    from datakit.store.atomic import atomic_write_bytes, atomic_write_text
+    from datakit.store.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 
     out = Path(out)
     paths = []
@@ -56,7 +56,8 @@ def write_report(run: AuditRun, out: str | os.PathLike, formats: Iterable[str] =
         if fmt == "html":
             atomic_write_text(path, render_html(run))
         elif fmt == "json":
-            atomic_write_text(path, render_json(run))
+            with atomic_write(path, "w") as fh:  # a per-image table at a time (see write_json)
+                write_json(run, fh)
         else:
             text, files = render_markdown(run)
             for rel, data in files.items():

@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 
+from datakit._memory import release_memory
 from datakit.report.format import format_value, key_numbers
 from datakit.report.json_report import to_jsonable
 
@@ -36,12 +37,14 @@ def _cell(value) -> str:
     return f'<td class="num">{_e(format_value(value))}</td>' if num else f"<td>{_e(format_value(value))}</td>"
 
 
-def _table(df: pd.DataFrame, max_rows: int) -> str:
+def _table(df: pd.DataFrame, max_rows: int, total: int | None = None) -> str:
+    """The first ``max_rows`` rows of ``df`` (of ``total`` rows, default ``len(df)``)."""
     shown = df.head(max_rows)
+    total = len(df) if total is None else total
     head = "".join(f"<th>{_e(c)}</th>" for c in shown.columns)
     body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>"
                    for row in shown.itertuples(index=False, name=None))
-    more = (f'<p class="muted">{len(df) - max_rows} more rows in report.json</p>' if len(df) > max_rows else "")
+    more = (f'<p class="muted">{total - max_rows} more rows in report.json</p>' if total > max_rows else "")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{more}"
 
 
@@ -102,14 +105,19 @@ def render_html(run, max_rows: int = 30, per_image_rows: int = 20) -> str:
             parts.append(_figure(r.name, name, png))
         for name, table in r.tables.items():
             parts.append(f"<h3>{_e(name.replace('_', ' '))}</h3>{_table(table, max_rows)}")
-        if r.per_image is not None and len(r.per_image):
-            pi = r.per_image
-            if "score" in pi.columns:
-                pi = pi.sort_values("score", ascending=False, kind="stable")
+        pi = r.per_image if r.per_image_rows else None  # read once (it may wait on disk)
+        if pi is not None:
+            shown = pi.head(per_image_rows)
+            if "score" in pi.columns:  # the highest scores, found by sorting the scores alone (not a copy of pi)
+                order = pi["score"].reset_index(drop=True).sort_values(ascending=False, kind="stable").index
+                shown = pi.iloc[order[:per_image_rows]]
             flagged = int(pi["flag"].sum()) if "flag" in pi.columns else None
             label = f"per image ({len(pi)} images" + (f", {flagged} flagged" if flagged is not None else "") + ")"
             parts.append(f"<details><summary>{_e(label)}, highest scores first</summary>"
-                         f"{_table(pi, per_image_rows)}</details>")
+                         f"{_table(shown, per_image_rows, len(pi))}</details>")
+            del pi, shown
+            if r.spilled:  # read back from disk: hand it back before the next one is read
+                release_memory()
         info = {k: v for k, v in r.info.items() if k != "traceback"}
         parts.append("<details><summary>info</summary><pre>"
                      f"{_e(json.dumps(to_jsonable(info), indent=1))}</pre></details>")

@@ -8,7 +8,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["to_jsonable", "report_dict", "render_json"]
+from datakit._memory import release_memory
+
+__all__ = ["to_jsonable", "report_dict", "render_json", "write_json"]
+
+#: rows of a per-image table converted and written at a time by :func:`write_json`
+JSON_ROW_CHUNK = 20_000
 
 
 def to_jsonable(value: Any) -> Any:
@@ -59,13 +64,14 @@ def _columns(frame: pd.DataFrame) -> dict:
             "rows": to_jsonable(frame.to_numpy(dtype=object).tolist())}
 
 
-def report_dict(run) -> dict:
+def report_dict(run, per_image: bool = True) -> dict:
     """The whole run as one JSON-able dict (what ``report.json`` holds).
 
     Per audit: ``status``, ``skipped``, ``seconds``, ``cpu_seconds``, ``summary``,
     ``notes``, ``tables`` (each a list of row records), ``per_image``
     (``{"columns": [...], "rows": [[...], ...]}``, compact for large tables),
     ``figures`` (names; the PNGs are in report.html) and ``info``.
+    ``per_image=False`` leaves the per-image tables out (None) and does not read them.
     """
     audits = {}
     for r in run.results:
@@ -74,7 +80,7 @@ def report_dict(run) -> dict:
             "cpu_seconds": run.cpu_seconds.get(r.name),
             "summary": to_jsonable(r.summary), "notes": list(r.notes),
             "tables": {k: to_jsonable(v) for k, v in r.tables.items()},
-            "per_image": _columns(r.per_image) if r.per_image is not None else None,
+            "per_image": _columns(r.per_image) if per_image and r.per_image is not None else None,
             "figures": sorted(r.figures), "info": to_jsonable(r.info),
         }
     return {"datakit_version": run.version, "created": run.created, "seconds_total": run.total_seconds,
@@ -84,3 +90,37 @@ def report_dict(run) -> dict:
 def render_json(run, indent: int | None = None) -> str:
     """``report.json`` text (strict JSON: ``allow_nan=False``; compact unless ``indent``)."""
     return json.dumps(report_dict(run), indent=indent, allow_nan=False)
+
+
+def write_json(run, fh) -> None:
+    """Write :func:`render_json`'s text to the text file ``fh``, a per-image table at a time.
+
+    The same characters as ``fh.write(render_json(run))``, but no more than one
+    audit's per-image table is in memory at once (read back from disk when the
+    run spilled it), and its rows become JSON ``JSON_ROW_CHUNK`` at a time:
+    the whole report of a million-image run is never one string.
+    """
+    doc = report_dict(run, per_image=False)
+    marks = {}
+    for r in {r.name: r for r in run.results}.values():  # report_dict keeps the last result of a name
+        if r.per_image_rows is not None:
+            mark = f"\x00per_image {len(marks)}\x00"
+            doc["audits"][r.name]["per_image"] = mark
+            marks[json.dumps(mark)] = r
+    text = json.dumps(doc, allow_nan=False)
+    del doc
+    pos = 0
+    for mark, r in marks.items():
+        at = text.index(mark, pos)
+        fh.write(text[pos:at])
+        frame = r.per_image
+        fh.write('{"columns": ' + json.dumps([str(c) for c in frame.columns]) + ', "rows": [')
+        for lo in range(0, len(frame), JSON_ROW_CHUNK):
+            rows = to_jsonable(frame.iloc[lo:lo + JSON_ROW_CHUNK].to_numpy(dtype=object).tolist())
+            fh.write((", " if lo else "") + json.dumps(rows, allow_nan=False)[1:-1])
+        fh.write("]}")
+        del frame
+        if r.spilled:  # read back from disk: hand it back before the next one is read
+            release_memory()
+        pos = at + len(mark)
+    fh.write(text[pos:])

@@ -21,6 +21,9 @@ __all__ = ["AuditRun", "run_audits", "resolve_audits", "parse_option", "parse_cl
 
 logger = logging.getLogger(__name__)
 
+#: per-image tables of at least this many rows wait on disk once their audit returns (see run_audits)
+SPILL_ROWS = 50_000
+
 #: options the runner hands to every audit that declares them
 GLOBAL_OPTIONS = ("class_map", "seed", "group_by", "workers", "scheduler", "features", "weights")
 
@@ -177,7 +180,7 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
                group_by: str | None = None,
                progress: Callable[[str, bool], None] | None = None,
                workers: int | None = None, scheduler: str | None = None, features: str | None = None,
-               weights: str | None = None) -> AuditRun:
+               weights: str | None = None, spill_rows: int | None = SPILL_ROWS) -> AuditRun:
     """Run audits and collect their results.
 
     Parameters
@@ -206,6 +209,12 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
     weights : str, optional
         A weights file on disk for the ``pretrained`` feature space, given to every
         audit that takes ``weights``; checked (exists) before any audit runs.
+    spill_rows : int or None, default 50,000
+        A per-image table of at least this many rows moves to a temporary
+        Parquet file once its audit returns (:meth:`audits.base.AuditResult.spill`)
+        and is read back when asked for, so that the results of a run do not
+        all sit in memory together (at a million images they are about 150 MB
+        an audit). None: every table stays in memory.
 
     Returns
     -------
@@ -259,6 +268,7 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
     run = AuditRun(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    datasets=[_describe(ds) for ds in datasets],
                    options={n: json.loads(json.dumps(kw, default=str)) for n, (_, kw) in calls.items()})
+    spill = None
     for name, (fn, kwargs) in calls.items():
         if progress is not None:
             progress(name, False)
@@ -274,6 +284,12 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
                                  info={"error": str(exc), "traceback": traceback.format_exc()})
             status = "failed"
         seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if spill_rows is not None and (result.per_image_rows or 0) >= spill_rows:
+            if spill is None:
+                from audits.base import SpillFolder
+
+                spill = SpillFolder()
+            result.spill(spill, spill_rows)
         release_memory()  # the audit's freed working set back to the system before the next one starts
         result.info.setdefault("seconds", round(seconds, 3))
         result.info.setdefault("cpu_seconds", round(cpu, 3))
