@@ -30,7 +30,7 @@ from datakit.dedup import _limits
 from datakit.dedup.groups import _Components, _group_ids
 from datakit.dedup.hashes import _check_distance, _check_hashes, _check_jobs, _index_dtype
 from datakit.dedup.search import _pair_chunks, _search_chunks
-from datakit.dedup.thumbnails import _Normalized, _ThumbnailRows
+from datakit.dedup.thumbnails import _Normalized, _on_threads, _ThumbnailRows
 
 __all__ = ["confirmed_duplicate_groups", "candidate_pair_blocks", "ThumbnailBlock"]
 
@@ -56,15 +56,16 @@ class ThumbnailBlock:
     than two blocks are held at once.
     """
 
-    def __init__(self, indices: np.ndarray, rows: np.ndarray) -> None:
+    def __init__(self, indices: np.ndarray, rows: np.ndarray, n_jobs: int = 1) -> None:
         self.indices = indices
         self.rows = rows
+        self.n_jobs = n_jobs
         self._normalized: _Normalized | None = None
 
     @property
     def normalized(self) -> _Normalized:
         if self._normalized is None:
-            self._normalized = _Normalized(self.rows)
+            self._normalized = _Normalized(self.rows, self.n_jobs)
         return self._normalized
 
     def _release(self) -> None:
@@ -74,26 +75,36 @@ class ThumbnailBlock:
         return len(self.indices)
 
 
-def _similar(x: _Normalized, a: np.ndarray, y: _Normalized, b: np.ndarray, min_similarity: float) -> np.ndarray:
+def _similar(x: _Normalized, a: np.ndarray, y: _Normalized, b: np.ndarray, min_similarity: float,
+             n_jobs: int = 1) -> np.ndarray:
     """Which pairs ``(x[a[k]], y[b[k]])`` of normalized thumbnails confirm (bool, shape (K,)).
 
     A pair is confirmed when the rows' dot product (their correlation) is at
     least ``min_similarity``, or when both images are flat (their hashes agree
     already).
     """
-    sim = correlations(x, a, y, b)
+    sim = correlations(x, a, y, b, n_jobs)
     return (sim >= min_similarity) | (x.flat[a] & y.flat[b])
 
 
-def correlations(x: _Normalized, a: np.ndarray, y: _Normalized, b: np.ndarray) -> np.ndarray:
+def correlations(x: _Normalized, a: np.ndarray, y: _Normalized, b: np.ndarray, n_jobs: int = 1) -> np.ndarray:
     """Dot products of normalized rows ``x.unit[a[k]]`` and ``y.unit[b[k]]`` (float32, shape (K,)).
 
-    Gathered ``_limits.PAIR_CHUNK`` pairs at a time (8 KiB of float32 a pair), so the rows stay in cache.
+    Gathered ``_limits.PAIR_CHUNK`` pairs at a time (8 KiB of float32 a pair),
+    so the rows stay in cache; with ``n_jobs > 1``, in as many contiguous
+    parts on threads (each pair's product is the same either way).
     """
     out = np.empty(len(a), dtype=np.float32)
-    for lo in range(0, len(a), _limits.PAIR_CHUNK):
-        i, j = a[lo:lo + _limits.PAIR_CHUNK], b[lo:lo + _limits.PAIR_CHUNK]
-        out[lo:lo + len(i)] = np.einsum("ij,ij->i", x.unit[i], y.unit[j])
+
+    def part(start: int, stop: int) -> None:
+        for lo in range(start, stop, _limits.PAIR_CHUNK):
+            hi = min(lo + _limits.PAIR_CHUNK, stop)
+            out[lo:hi] = np.einsum("ij,ij->i", x.unit[a[lo:hi]], y.unit[b[lo:hi]])
+
+    if n_jobs > 1 and len(a) >= 8 * _limits.PAIR_CHUNK:
+        _on_threads(len(a), n_jobs, part, align=_limits.PAIR_CHUNK)
+    else:
+        part(0, len(a))
     return out
 
 
@@ -136,7 +147,7 @@ def _huge_component_blocks(idx: np.ndarray, offset: int, hashes: np.ndarray, rad
 
     def block(k: int) -> ThumbnailBlock:
         lo, hi = k * half, min((k + 1) * half, size)
-        return ThumbnailBlock(idx[lo:hi], rows.read(offset + lo, offset + hi))
+        return ThumbnailBlock(idx[lo:hi], rows.read(offset + lo, offset + hi), jobs)
 
     try:
         files: dict[int, set[int]] = {}  # p -> the q of its files
@@ -272,7 +283,7 @@ def candidate_pair_blocks(hashes: np.ndarray, max_distance: int, thumbnails: Cal
     try:
         for lo, hi in _component_ranges(starts, ends, _limits.MAX_THUMBNAILS):
             if hi - lo <= _limits.MAX_THUMBNAILS:
-                block = ThumbnailBlock(nodes[lo:hi], rows.read(lo, hi))  # normalized once, when first used
+                block = ThumbnailBlock(nodes[lo:hi], rows.read(lo, hi), jobs)  # normalized once, when first used
                 for a, b, d in _pair_chunks(hashes[block.indices], None, radius, jobs):
                     yield block, a, block, b, d
                 block._release()  # before the next batch is normalized
@@ -327,9 +338,10 @@ def confirmed_duplicate_groups(hashes: np.ndarray, max_distance: int, thumbnails
     n = len(hashes)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    jobs = _check_jobs(n_jobs)
     confirmed = _Components(n)
     for left, a, right, b, _ in candidate_pair_blocks(hashes, max_distance, thumbnails, n_jobs=n_jobs,
                                                       workdir=workdir):
-        keep = _similar(left.normalized, a, right.normalized, b, min_similarity)
+        keep = _similar(left.normalized, a, right.normalized, b, min_similarity, jobs)
         confirmed.add(left.indices[a[keep]], right.indices[b[keep]])
     return _group_ids(n, confirmed.labels().astype(np.int64))

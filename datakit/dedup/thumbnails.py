@@ -37,11 +37,18 @@ def thumbnail_pixels(image: np.ndarray) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).ravel()
 
 
-def _unit_rows(rows: np.ndarray) -> np.ndarray:
-    """Zero-mean, unit-norm float32 copies of uint8 pixel rows (a flat row: all zero); float rows as given."""
+def _unit_rows(rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Zero-mean, unit-norm float32 copies of uint8 pixel rows (a flat row: all zero); float rows as given.
+
+    ``out``: a float32 array of the rows' shape to write them into (uint8 rows only).
+    """
     if rows.dtype != np.uint8:
         return np.asarray(rows, dtype=np.float32)
-    t = rows.astype(np.float32)
+    if out is None:
+        t = rows.astype(np.float32)
+    else:
+        t = out
+        np.copyto(t, rows, casting="unsafe")
     t -= t.mean(axis=1, keepdims=True)
     norm = np.sqrt(np.einsum("ij,ij->i", t, t))
     flat = norm <= 1e-3
@@ -70,9 +77,34 @@ class _Normalized:
     rows (flat images). For B uint8 rows of 1,024 pixels this is 4 KiB a row.
     """
 
-    def __init__(self, rows: np.ndarray) -> None:
-        self.unit = _unit_rows(rows)
+    def __init__(self, rows: np.ndarray, n_jobs: int = 1) -> None:
+        if n_jobs > 1 and rows.dtype == np.uint8 and len(rows) >= 256:
+            # row by row, so the same rows in parts on threads (numpy lets go of the GIL)
+            unit = np.empty(rows.shape, dtype=np.float32)
+
+            def part(lo: int, hi: int) -> None:
+                _unit_rows(rows[lo:hi], out=unit[lo:hi])
+
+            _on_threads(len(rows), n_jobs, part)
+            self.unit = unit
+        else:
+            self.unit = _unit_rows(rows)
         self.flat = ~self.unit.any(1)
+
+
+def _on_threads(n: int, n_jobs: int, part: Callable[[int, int], None], align: int = 1) -> None:
+    """``part(lo, hi)`` over ``n_jobs`` contiguous ranges of ``range(n)`` (cut at multiples of ``align``), on threads."""
+    step = -(-n // n_jobs)
+    step = -(-step // align) * align
+    cuts = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
+    if len(cuts) == 1:
+        part(*cuts[0])
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(cuts), thread_name_prefix="datakit-pixels") as pool:
+        for fut in [pool.submit(part, lo, hi) for lo, hi in cuts]:
+            fut.result()
 
 
 class _ThumbnailRows:

@@ -304,3 +304,30 @@ def test_candidate_pair_blocks_yield_every_pair_once_with_its_thumbnails(monkeyp
     np.testing.assert_array_equal(got, np.unique(brute(h, 4)[0], axis=0))
     if caps:
         assert 2 in n_blocks_held  # pairs across two blocks of one huge component came out
+
+
+def test_confirmed_groups_are_the_same_on_threads(monkeypatch):
+    """n_jobs also splits the normalization and the correlations over threads: the groups do not change."""
+    monkeypatch.setattr(_limits, "PAIR_CHUNK", 7)  # many pairs per call: the correlations are split
+    rng = np.random.default_rng(5)
+    h = clustered(3000, 40, seed=5)
+    family = rng.integers(0, 256, size=(64, 1024)).astype(np.uint8)
+    pix = family[(h % np.uint64(64)).astype(np.int64)]
+    pix[::4] = rng.integers(0, 256, size=(len(pix[::4]), 1024))
+    calls = {"threads": 0}
+    real = confirm._on_threads
+
+    def counted(*args, **kwargs):
+        calls["threads"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(confirm, "_on_threads", counted)
+    one = confirmed_duplicate_groups(h, 4, lambda idx: pix[idx], n_jobs=1)
+    assert calls["threads"] == 0
+    two = confirmed_duplicate_groups(h, 4, lambda idx: pix[idx], n_jobs=2)
+    assert calls["threads"] > 0
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one, confirmed_reference(h, 4, _unit_rows(pix), 0.98))
+    a = _Normalized(pix, 1)
+    b = _Normalized(pix, 2)
+    assert np.array_equal(a.unit, b.unit) and np.array_equal(a.flat, b.flat)
