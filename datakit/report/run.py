@@ -268,6 +268,7 @@ def run_audits(datasets: Sequence[Dataset], names: Sequence[str] | str | None = 
     run = AuditRun(created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                    datasets=[_describe(ds) for ds in datasets],
                    options={n: json.loads(json.dumps(kw, default=str)) for n, (_, kw) in calls.items()})
+    release_memory()  # what describing the inputs read (their ids, for the checksums), before the first audit
     spill = None
     for name, (fn, kwargs) in calls.items():
         if progress is not None:
