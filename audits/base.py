@@ -42,9 +42,6 @@ class SpillFolder:
     def new_file(self, name: str) -> Path:
         return self.path / f"{next(self._names):03d}-{name}.parquet"
 
-    def remove(self) -> None:
-        self._cleanup()
-
 
 #: rows converted to Arrow and written at a time when a table is spilled
 SPILL_SLICE = 65536

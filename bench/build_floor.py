@@ -71,7 +71,9 @@ def _floor_batch(items: list, batch_normalizer, store: str) -> int:
 
 def floor(recipe: str, data_root: str, workers: int, batch_size: int = 256, sync_every: int | None = 4096,
           durable: bool = True) -> dict:
-    """The per-image work alone; ``sync_every``: images between background ``os.sync()`` calls (None: only at the end).
+    """The per-image work alone; ``sync_every``: images between background ``os.sync()`` calls.
+
+    ``sync_every=None``: one flush only, at the end.
 
     ``durable=False``: no flush at all; the images are still in the page cache
     when the clock stops (the floor as this benchmark first measured it).
@@ -103,7 +105,8 @@ def floor(recipe: str, data_root: str, workers: int, batch_size: int = 256, sync
                 pending.append(pool.submit(fn, batch))
                 while len(pending) >= 2 * workers:
                     written += pending.popleft().result()
-                if durable and sync_every and written - flushed_at >= sync_every and (flusher is None or not flusher.is_alive()):
+                flush_due = durable and sync_every and written - flushed_at >= sync_every
+                if flush_due and (flusher is None or not flusher.is_alive()):
                     flusher = threading.Thread(target=os.sync)
                     flusher.start()
                     flushed_at = written

@@ -15,6 +15,7 @@ from PIL import Image
 from datakit.errors import ImageRejected
 from datakit.recipe import SourceSpec
 from datakit.sources.base import SourceItem
+from datakit.store.atomic import atomic_write_bytes
 from datakit.store.images import ImageStore, content_id, encode_png
 
 if TYPE_CHECKING:
@@ -30,8 +31,6 @@ def _rejection(stage: str, reason: str, detail: str = "") -> dict:
 
 #: Store folders this process has made (skips a mkdir system call per image).
 _MADE_DIRS: set[str] = set()
-#: Numbers the temporary files of this process.
-_TMP_COUNTER = itertools.count()
 
 
 def _put_image(store_root: str, data: bytes) -> tuple[str, str]:
@@ -63,7 +62,7 @@ def _put_image(store_root: str, data: bytes) -> tuple[str, str]:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except FileExistsError:
         if not _holds(target, data):
-            _replace_file(target, data)
+            atomic_write_bytes(target, data)  # temporary name, then rename
         return image_id, rel
     except FileNotFoundError:  # the folder was removed since (another build's clean-up): make it again
         os.makedirs(folder, exist_ok=True)
@@ -89,21 +88,6 @@ def _holds(path: str, data: bytes) -> bool:
             return fh.read(len(data) + 1) == data
     except OSError:
         return False
-
-
-def _replace_file(target: str, data: bytes) -> None:
-    """Write ``data`` to ``target`` through a temporary name unique to this process, then rename."""
-    tmp = os.path.join(os.path.dirname(target),
-                       f".{os.path.basename(target)}.{os.getpid()}.{next(_TMP_COUNTER)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def process_item(item: SourceItem, *, normalizer: Callable, label_map: dict | None, store_root: str) -> dict:

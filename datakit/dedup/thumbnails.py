@@ -93,7 +93,7 @@ class _Normalized:
 
 
 def _on_threads(n: int, n_jobs: int, part: Callable[[int, int], None], align: int = 1) -> None:
-    """``part(lo, hi)`` over ``n_jobs`` contiguous ranges of ``range(n)`` (cut at multiples of ``align``), on threads."""
+    """``part(lo, hi)`` over ``n_jobs`` contiguous ranges of ``range(n)``, cut at multiples of ``align``, on threads."""
     step = -(-n // n_jobs)
     step = -(-step // align) * align
     cuts = [(lo, min(lo + step, n)) for lo in range(0, n, step)]

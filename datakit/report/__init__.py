@@ -22,8 +22,8 @@ from datakit.report.terminal import summary_frame
 
 __all__ = [
     "AuditRun", "run_audits", "resolve_audits", "parse_option", "parse_class_map", "render_html", "render_json",
-    "write_json", "report_dict", "to_jsonable", "render_markdown", "summary_frame", "format_value", "key_numbers", "Condition",
-    "parse_condition", "evaluate_conditions", "available_metrics", "write_report", "REPORT_FORMATS",
+    "write_json", "report_dict", "to_jsonable", "render_markdown", "summary_frame", "format_value", "key_numbers",
+    "Condition", "parse_condition", "evaluate_conditions", "available_metrics", "write_report", "REPORT_FORMATS",
 ]
 
 #: report file formats and their file names

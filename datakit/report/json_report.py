@@ -60,8 +60,12 @@ def to_jsonable(value: Any) -> Any:
 
 def _columns(frame: pd.DataFrame) -> dict:
     """A (possibly 100k-row) per-image table as ``{"columns": [...], "rows": [[...], ...]}``."""
-    return {"columns": [str(c) for c in frame.columns],
-            "rows": to_jsonable(frame.to_numpy(dtype=object).tolist())}
+    return {"columns": [str(c) for c in frame.columns], "rows": _rows(frame)}
+
+
+def _rows(frame: pd.DataFrame) -> list:
+    """The rows of a table as JSON-able lists."""
+    return to_jsonable(frame.to_numpy(dtype=object).tolist())
 
 
 def report_dict(run, per_image: bool = True) -> dict:
@@ -116,8 +120,8 @@ def write_json(run, fh) -> None:
         frame = r.per_image
         fh.write('{"columns": ' + json.dumps([str(c) for c in frame.columns]) + ', "rows": [')
         for lo in range(0, len(frame), JSON_ROW_CHUNK):
-            rows = to_jsonable(frame.iloc[lo:lo + JSON_ROW_CHUNK].to_numpy(dtype=object).tolist())
-            fh.write((", " if lo else "") + json.dumps(rows, allow_nan=False)[1:-1])
+            rows = json.dumps(_rows(frame.iloc[lo:lo + JSON_ROW_CHUNK]), allow_nan=False)
+            fh.write((", " if lo else "") + rows[1:-1])
         fh.write("]}")
         del frame
         if r.spilled:  # read back from disk: hand it back before the next one is read
