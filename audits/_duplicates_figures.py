@@ -17,9 +17,9 @@ def _example_rows(per: pd.DataFrame, n_examples: int) -> pd.DataFrame:
         return per.iloc[:0]
     # the few columns the choice needs (the flagged rows of every column: tens of MB at a million images)
     flagged = per.loc[per["flag"].to_numpy(), ["_row", "_match", "kind", "leak", "distance"]].copy()
-    a, b = flagged["_row"].to_numpy(), flagged["_match"].to_numpy()
+    a, b = flagged["_row"].to_numpy(np.int64), flagged["_match"].to_numpy(np.int64)  # int32 rows: the key needs 64 bits
     flagged["_key"] = np.minimum(a, b) * (len(per) + 1) + np.maximum(a, b)  # the unordered pair, as one int
-    flagged["_rank"] = flagged["kind"].map({k: i for i, k in enumerate(KINDS)})
+    flagged["_rank"] = flagged["kind"].map({k: i for i, k in enumerate(KINDS)}).astype(np.int64)
     flagged["_eval"] = flagged["leak"]  # show a leaked pair from its test side
     flagged = flagged.sort_values(["_rank", "_eval", "_row"], ascending=[True, False, True]).drop_duplicates("_key")
     queues = []
@@ -73,11 +73,11 @@ def _histogram_figure(per: pd.DataFrame, max_distance: int) -> bytes:
     from audits._common import fig_to_png, pyplot
 
     plt = pyplot()
-    flagged = per[per["flag"]]
+    flagged = per.loc[per["flag"].to_numpy(), ["kind", "distance"]]  # two columns, not every column's flagged rows
     fig, ax = plt.subplots(figsize=(5, 2.8))
     bottom = np.zeros(max_distance + 1)
     for kind in KINDS:
-        d = flagged.loc[flagged["kind"] == kind, "distance"].astype(int)
+        d = flagged.loc[(flagged["kind"] == kind).to_numpy(), "distance"].astype(int)
         counts = np.bincount(d, minlength=max_distance + 1)[:max_distance + 1]
         if counts.sum():
             ax.bar(np.arange(max_distance + 1), counts, bottom=bottom, label=kind.replace("_", " "))

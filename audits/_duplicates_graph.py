@@ -266,17 +266,19 @@ def _near_frame(f: pd.DataFrame, node: np.ndarray, n_nodes: int, u: np.ndarray, 
     best = _matches(f, node, u, v, d, rel["near_total"] > 0, train_split)
     integer = np.issubdtype(np.asarray(d).dtype, np.integer)
     dt = np.int64 if integer else np.float64
+    index = np.int32 if n < 2**31 else np.int64  # row numbers: half of int64 (4 MB a column at a million images)
     flag = np.zeros(n, dtype=bool)
-    match = np.full(n, -1, dtype=np.int64)
+    match = np.full(n, -1, dtype=index)
     distance = np.full(n, -1, dtype=dt)
     nearest = np.full(n, -1, dtype=dt)
-    kind = np.full(n, None, dtype=object)
+    kind_code = np.full(n, -1, dtype=np.int8)  # a categorical over KINDS (1 byte a row, not an object pointer)
     rows = best["row"].to_numpy(dtype=np.int64)
     flag[rows] = True
     match[rows] = best["match"].to_numpy(dtype=np.int64)
     distance[rows] = best["distance"].to_numpy(dtype=dt)
     nearest[rows] = best["nearest"].to_numpy(dtype=dt)
-    kind[rows] = np.array(KINDS, dtype=object)[best["kind"].to_numpy(dtype=np.int64)]
+    kind_code[rows] = best["kind"].to_numpy(dtype=np.int8)
+    del best
     mrow = np.where(flag, match, 0)
     is_train = f["_cell"].to_numpy() == train_cell[f["_ds"].to_numpy()]
     fill_match = np.where(flag, match, -1)  # the match's row, -1 (missing) for images without a copy
@@ -289,11 +291,11 @@ def _near_frame(f: pd.DataFrame, node: np.ndarray, n_nodes: int, u: np.ndarray, 
         "match_dataset": f["dataset"].array.take(fill_match, allow_fill=True),
         "match_id": f["id"].array.take(fill_match, allow_fill=True),
         "match_split": f["split"].array.take(fill_match, allow_fill=True),
-        "kind": kind,
+        "kind": pd.Categorical.from_codes(kind_code, categories=list(KINDS)),
         "exact": flag & (node == node[mrow]),
         "leak": ~is_train & (train_cell[f["_ds"].to_numpy()] >= 0) & (rel["near_in_train"] > 0),
         "n_near": rel["near_total"].astype(np.int64),
-        "_row": np.arange(n), "_match": match, "_ds": f["_ds"],
+        "_row": np.arange(n, dtype=index), "_match": match, "_ds": f["_ds"],
     })
     return per, rel, near_pairs
 
@@ -361,7 +363,7 @@ def _report(f: pd.DataFrame, per: pd.DataFrame, rel: dict, near_pairs: dict, exa
     rank = {k: i for i, k in enumerate(KINDS)}
     # the listed rows are ordered on three slim columns, then only they are taken from the per-image frame
     flagged = np.flatnonzero(per["flag"].to_numpy())
-    order = pd.DataFrame({"_rank": per["kind"].iloc[flagged].map(rank).to_numpy(),
+    order = pd.DataFrame({"_rank": per["kind"].iloc[flagged].map(rank).to_numpy(np.int64),
                           "distance": per["distance"].iloc[flagged].to_numpy(),
                           "_row": per["_row"].iloc[flagged].to_numpy()}).sort_values(["_rank", "distance", "_row"])
     listed = per.iloc[flagged[order.index.to_numpy()[:max_listed]]]

@@ -220,7 +220,8 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     ds_code = f["_ds"].to_numpy(np.int64)
     for key, col in (("_cell", "split"), ("_src", "source")):
         codes, uniques = pd.factorize(f[col])
-        f[key] = pd.factorize(ds_code * (len(uniques) + 1) + codes)[0]
+        cells = pd.factorize(ds_code * (len(uniques) + 1) + codes)[0]
+        f[key] = cells.astype(np.int32 if len(cells) < 2**31 else np.int64)  # half of int64, held to the end
     n_ds = len(datasets)
     cell_of = {(int(d), s): int(c) for d, s, c in f[["_ds", "split", "_cell"]].drop_duplicates().itertuples(index=False)}
     train_cell = np.array([cell_of.get((k, train_split), -1) for k in range(n_ds)], dtype=np.int64)
