@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["MANIFEST_COLUMNS", "REJECTED_COLUMNS", "empty_manifest", "empty_rejected", "conform", "file_sha256", "manifest_checksum"]
+__all__ = ["MANIFEST_COLUMNS", "REJECTED_COLUMNS", "empty_manifest", "empty_rejected", "conform", "file_sha256", "manifest_checksum",
+           "ManifestChecksum"]
 
 #: One row per kept image. ``label`` is the dataset class id (a wnid or a class
 #: name), ``label_name`` its readable name; ``source_label`` is the label as the
@@ -70,27 +71,65 @@ def empty_rejected() -> pd.DataFrame:
     return conform(pd.DataFrame(), REJECTED_COLUMNS)
 
 
-def manifest_checksum(path) -> str:
-    """sha256 over a manifest file's ids, labels and splits (:attr:`Dataset.checksum`).
+class ManifestChecksum:
+    """The manifest checksum (:func:`manifest_checksum`) of rows fed in order, one frame at a time.
 
-    Read one column and one row group at a time, so memory does not grow with
-    the dataset.
+    sha256 over the ``id`` column, then ``label``, then ``split``, each as its
+    values joined by newlines (missing values as ``None``). The ids are hashed
+    as they come; the labels and splits wait as joined bytes (a few bytes a
+    row) until :meth:`hexdigest`. The build feeds it the frames it writes, so
+    it need not read ``manifest.parquet`` back.
     """
-    import hashlib
 
-    import pyarrow.parquet as pq
+    COLUMNS = ("id", "label", "split")
 
-    h = hashlib.sha256()
-    pf = pq.ParquetFile(path, pre_buffer=False)  # one row group at a time (iter_batches reads ahead)
-    for col in ("id", "label", "split"):
-        first = True
-        for group in range(pf.num_row_groups):
-            values = pf.read_row_group(group, columns=[col]).column(0).to_pandas().astype("string").fillna("None")
+    def __init__(self) -> None:
+        import hashlib
+
+        self._ids = hashlib.sha256()
+        self._first_id = True
+        self._rest: dict[str, list[bytes]] = {"label": [], "split": []}
+
+    def update(self, columns) -> None:
+        """Feed the next rows: ``columns[name]`` for ``id``, ``label`` and ``split`` (Series or Arrow arrays)."""
+        for col in self.COLUMNS:
+            values = _as_text(columns[col])
             if not len(values):
                 continue
-            h.update((("" if first else "\n") + "\n".join(values)).encode())
-            first = False
-            del values
+            text = "\n".join(values).encode()
+            if col == "id":
+                self._ids.update(text if self._first_id else b"\n" + text)
+                self._first_id = False
+            else:
+                self._rest[col].append(text)
+
+    def hexdigest(self) -> str:
+        h = self._ids.copy()
+        for col in ("label", "split"):
+            h.update(b"\n".join(self._rest[col]))
+        return h.hexdigest()
+
+
+def _as_text(values) -> pd.Series:
+    if not isinstance(values, pd.Series):
+        values = values.to_pandas()
+    return values.astype("string").fillna("None")
+
+
+def manifest_checksum(path) -> str:
+    """sha256 over a manifest file's ids, labels and splits (:attr:`Dataset.checksum`; :class:`ManifestChecksum`).
+
+    Read one row group at a time, so memory does not grow with the dataset
+    beyond the labels and splits as joined bytes.
+    """
+    import pyarrow.parquet as pq
+
+    h = ManifestChecksum()
+    pf = pq.ParquetFile(path, pre_buffer=False)  # one row group at a time (iter_batches reads ahead)
+    for group in range(pf.num_row_groups):
+        table = pf.read_row_group(group, columns=list(ManifestChecksum.COLUMNS))
+        h.update({c: table.column(c) for c in ManifestChecksum.COLUMNS})
+        del table
     return h.hexdigest()
 
 

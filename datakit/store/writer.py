@@ -48,11 +48,14 @@ class DatasetWriter:
         """Encode ``array`` as PNG into the store; return ``(id, relative path)``."""
         return self.store.put(encode_png(array))
 
-    def write_manifest(self, frames: pd.DataFrame | Iterable[pd.DataFrame], row_group_size: int = 65536) -> int:
+    def write_manifest(self, frames: pd.DataFrame | Iterable[pd.DataFrame], row_group_size: int = 65536,
+                       checksum=None) -> int:
         """Write ``manifest.parquet`` from one frame or a stream of frames.
 
         Each frame is written as it comes (Parquet row groups), so a stream
         never has to be held in memory at once. Returns the number of rows.
+        ``checksum``: a :class:`datakit.store.manifest.ManifestChecksum` fed
+        every row written (the file's checksum, without reading it back).
         """
         if isinstance(frames, pd.DataFrame):
             frames = [frames]
@@ -68,6 +71,8 @@ class DatasetWriter:
                 elif table.schema != writer.schema:
                     table = table.cast(writer.schema)
                 writer.write_table(table, row_group_size=row_group_size)
+                if checksum is not None:
+                    checksum.update({c: table.column(c) for c in checksum.COLUMNS})  # as the file will hold them
                 n += len(frame)
             if writer is None:
                 table = pa.Table.from_pandas(conform(pd.DataFrame(), MANIFEST_COLUMNS), preserve_index=False)

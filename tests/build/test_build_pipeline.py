@@ -251,6 +251,19 @@ def test_changed_recipe_rebuilds_and_drops_orphans(tmp_path):
     assert stored == set(m["id"])  # the 28x28 images of the first recipe are gone
 
 
+def test_remove_orphans_keeps_only_kept_ids(tmp_path):
+    from datakit.build.orphans import _id_digest, _remove_orphans
+
+    kept, other = "ab" + "1" * 62, "ab" + "2" * 62
+    sub = tmp_path / "images" / "ab"
+    sub.mkdir(parents=True)
+    for name in (f"{kept}.png", f"{other}.png", f".{kept}.png.tmp", f"{kept}.png.part"):
+        (sub / name).write_bytes(b"x")
+    removed = _remove_orphans(tmp_path, np.sort(_id_digest(pd.Series([kept], dtype=object))))
+    # the other id, the hidden temporary file and a file whose stem is not an id (kept.png) go
+    assert removed == 3 and sorted(p.name for p in sub.iterdir()) == [f"{kept}.png"]
+
+
 def test_optional_missing_source_is_skipped_with_a_note(tmp_path):
     for i in range(5):
         _png(tmp_path / "data" / "g" / f"{i}.png", _digit(200 + i))
