@@ -210,14 +210,19 @@ def orientation_artifacts(
                          if part[i] >= threshold]
             examples = sorted(examples, key=lambda e: -e[0])[:max_examples]
         scores, corners = np.concatenate(score_parts), np.concatenate(corner_parts)
+        del score_parts, corner_parts, images  # the parts are copied: at a million images about 40 MB
         labels = shared_labels(g, class_map)
-        frame = pd.DataFrame({"dataset": pd.Categorical.from_codes(np.zeros(len(g), np.int8), [g.name]),
-                              "id": g.frame["id"].array, "label": labels.to_numpy(),
-                              "score": scores, "flag": scores >= threshold})
+        columns = {"dataset": pd.Categorical.from_codes(np.zeros(len(g), np.int8), [g.name]),
+                   "id": g.frame["id"].array, "label": labels.to_numpy(), "score": scores,
+                   "flag": scores >= threshold}
         for j, name in enumerate(_CORNERS):
-            frame[f"corner_{name}"] = corners[:, j]
-        frames.append(frame)
-    per_image = pd.concat(frames, ignore_index=True)
+            columns[f"corner_{name}"] = np.ascontiguousarray(corners[:, j])
+        del corners
+        frames.append(pd.DataFrame(columns, copy=False))  # one copy of each column, not two
+        del columns, scores, labels
+    # one group: its frame as it is (concatenating even one frame copies every column)
+    per_image = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+    del frames
     # grouped by the columns themselves: no copy of the per-image frame (a million rows: about 100 MB)
     keys = [per_image["dataset"], per_image["label"].fillna("(unlabeled)")]
     per_class = (per_image[["flag", "score"]].groupby(keys)
