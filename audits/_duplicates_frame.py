@@ -15,6 +15,7 @@ import pandas as pd
 from PIL import Image
 
 from audits._common import _unique_names
+from datakit.dedup.hashes import _index_dtype
 from datakit.hashing import phash
 from datakit.store.dataset import Dataset
 
@@ -56,7 +57,7 @@ def _frame(datasets: Sequence[Dataset], notes: list[str], workers: int | None,
         part = pd.DataFrame({
             "dataset": pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), [name]),
             "_ds": np.full(n, k, dtype=np.int8 if len(datasets) < 128 else np.int32),
-            "_row": np.arange(n, dtype=np.int32 if n < 2**31 else np.int64),
+            "_row": np.arange(n, dtype=_index_dtype(n)),
             "id": _strings(m["id"]) if "id" in m else pd.array([None] * n, dtype=_STRING),
             "split": _category(m["split"], "(none)") if "split" in m else "(none)",
             "source": _category(m["source"], "(none)") if "source" in m else "(none)",

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 
+from datakit.dedup.hashes import _index_dtype
+
 __all__ = ["KINDS"]
 
 #: How an image relates to its reported match, most serious first: ``leak`` (one in the train
@@ -266,7 +268,7 @@ def _near_frame(f: pd.DataFrame, node: np.ndarray, n_nodes: int, u: np.ndarray, 
     best = _matches(f, node, u, v, d, rel["near_total"] > 0, train_split)
     integer = np.issubdtype(np.asarray(d).dtype, np.integer)
     dt = np.int64 if integer else np.float64
-    index = np.int32 if n < 2**31 else np.int64  # row numbers: half of int64 (4 MB a column at a million images)
+    index = _index_dtype(n)  # row numbers in int32: half of int64 (4 MB a column at a million images)
     flag = np.zeros(n, dtype=bool)
     match = np.full(n, -1, dtype=index)
     distance = np.full(n, -1, dtype=dt)

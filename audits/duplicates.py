@@ -39,6 +39,7 @@ from audits._duplicates_graph import _EXACT_KEYS, KINDS, _Graph, _identity_neigh
 from audits._duplicates_pixels import _confirmed_pairs
 from audits.base import AuditResult, register_audit, skipped
 from datakit.dedup import MAX_DISTANCE, near_duplicate_pairs
+from datakit.dedup.hashes import _index_dtype
 from datakit.errors import DatakitError
 from datakit.store.dataset import Dataset
 
@@ -221,7 +222,7 @@ def duplicates(datasets: Sequence[Dataset], *, max_distance: int = 4, train_spli
     for key, col in (("_cell", "split"), ("_src", "source")):
         codes, uniques = pd.factorize(f[col])
         cells = pd.factorize(ds_code * (len(uniques) + 1) + codes)[0]
-        f[key] = cells.astype(np.int32 if len(cells) < 2**31 else np.int64)  # half of int64, held to the end
+        f[key] = cells.astype(_index_dtype(len(cells)))  # int32: half of int64, held to the end
     n_ds = len(datasets)
     cell_of = {(int(d), s): int(c) for d, s, c in f[["_ds", "split", "_cell"]].drop_duplicates().itertuples(index=False)}
     train_cell = np.array([cell_of.get((k, train_split), -1) for k in range(n_ds)], dtype=np.int64)

@@ -90,10 +90,10 @@ class ManifestChecksum:
         self._first_id = True
         self._rest: dict[str, list[bytes]] = {"label": [], "split": []}
 
-    def update(self, columns) -> None:
-        """Feed the next rows: ``columns[name]`` for ``id``, ``label`` and ``split`` (Series or Arrow arrays)."""
+    def update(self, table) -> None:
+        """Feed the next rows: a ``pyarrow.Table`` with (at least) the ``id``, ``label`` and ``split`` columns."""
         for col in self.COLUMNS:
-            values = _as_text(columns[col])
+            values = table.column(col).to_pandas().astype("string").fillna("None")
             if not len(values):
                 continue
             text = "\n".join(values).encode()
@@ -105,15 +105,9 @@ class ManifestChecksum:
 
     def hexdigest(self) -> str:
         h = self._ids.copy()
-        for col in ("label", "split"):
-            h.update(b"\n".join(self._rest[col]))
+        for parts in self._rest.values():  # label, then split
+            h.update(b"\n".join(parts))
         return h.hexdigest()
-
-
-def _as_text(values) -> pd.Series:
-    if not isinstance(values, pd.Series):
-        values = values.to_pandas()
-    return values.astype("string").fillna("None")
 
 
 def manifest_checksum(path) -> str:
@@ -127,9 +121,7 @@ def manifest_checksum(path) -> str:
     h = ManifestChecksum()
     pf = pq.ParquetFile(path, pre_buffer=False)  # one row group at a time (iter_batches reads ahead)
     for group in range(pf.num_row_groups):
-        table = pf.read_row_group(group, columns=list(ManifestChecksum.COLUMNS))
-        h.update({c: table.column(c) for c in ManifestChecksum.COLUMNS})
-        del table
+        h.update(pf.read_row_group(group, columns=list(ManifestChecksum.COLUMNS)))
     return h.hexdigest()
 
 

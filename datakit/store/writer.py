@@ -72,7 +72,7 @@ class DatasetWriter:
                     table = table.cast(writer.schema)
                 writer.write_table(table, row_group_size=row_group_size)
                 if checksum is not None:
-                    checksum.update({c: table.column(c) for c in checksum.COLUMNS})  # as the file will hold them
+                    checksum.update(table)  # the rows as the file will hold them
                 n += len(frame)
             if writer is None:
                 table = pa.Table.from_pandas(conform(pd.DataFrame(), MANIFEST_COLUMNS), preserve_index=False)
