@@ -131,6 +131,89 @@ def process_item(item: SourceItem, *, normalizer: Callable, label_map: dict | No
             "original_height": int(original_height), "phash": phash(array), "thumb": thumbnail_pixels(array).tobytes()}
 
 
+#: The staged columns a result fills (the rest come from the source item).
+_RESULT_COLUMNS = ("ok", "id", "path", "width", "height", "original_width", "original_height", "phash", "stage",
+                   "reason", "detail")
+
+
+class _BatchResults:
+    """One :class:`~datakit.parallel.ItemResult` per item of a batch, the stored images held as columns.
+
+    What :meth:`BatchWork.run_batch` returns. As a sequence it is the list of
+    results :func:`process_item` would give (``len``, indexing, slicing,
+    iteration), so any executor and any caller can take it. The images the
+    batch path stored are held as columns (ids, paths, sizes, pHashes and a
+    ``(k, 1024)`` array of thumbnails), which cost one pickle each instead of
+    a dict an image between a worker and the build; :meth:`columns` gives
+    them to the build's staging without making the per-image dicts.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.positions = np.zeros(0, dtype=np.int32)  # items stored on the batch path
+        self.ids: list[str] = []
+        self.paths: list[str] = []
+        self.sizes = np.zeros((0, 4), dtype=np.int64)  # width, height, original_width, original_height
+        self.phash = np.zeros(0, dtype=np.uint64)
+        self.thumbs = np.zeros((0, 1024), dtype=np.uint8)
+        self.others: dict[int, Any] = {}  # position -> ItemResult of every other item
+
+    def stored(self, positions: np.ndarray, ids: list[str], paths: list[str], sizes: np.ndarray,
+               phash: np.ndarray, thumbs: np.ndarray) -> None:
+        self.positions, self.ids, self.paths, self.sizes, self.phash, self.thumbs = (
+            positions, ids, paths, sizes, phash, thumbs)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _stored_value(self, k: int) -> dict:
+        w, h, ow, oh = self.sizes[k].tolist()
+        return {"ok": True, "id": self.ids[k], "path": self.paths[k], "width": w, "height": h,
+                "original_width": ow, "original_height": oh, "phash": int(self.phash[k]),
+                "thumb": self.thumbs[k].tobytes()}
+
+    def __getitem__(self, i):
+        from datakit.parallel.base import ItemResult
+
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.n))]
+        if i < 0:
+            i += self.n
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        if i in self.others:
+            return self.others[i]
+        k = int(np.searchsorted(self.positions, i))
+        return ItemResult(value=self._stored_value(k))
+
+    def __iter__(self) -> Iterator:
+        return (self[i] for i in range(self.n))
+
+    def columns(self) -> tuple[dict[str, list], list]:
+        """The result columns (:data:`_RESULT_COLUMNS`, lists of ``n``) and each row's thumbnail (or None)."""
+        n = self.n
+        if len(self.positions) == n:  # every item stored on the batch path: no per-image work at all
+            w, h, ow, oh = (self.sizes[:, j].tolist() for j in range(4))
+            none = [None] * n
+            cols = {"ok": [True] * n, "id": self.ids, "path": self.paths, "width": w, "height": h,
+                    "original_width": ow, "original_height": oh, "phash": self.phash.tolist(),
+                    "stage": none, "reason": none, "detail": none}
+            return cols, list(self.thumbs)
+        return _result_columns(self)
+
+
+def _result_columns(results) -> tuple[dict[str, list], list]:
+    """The result columns of any sequence of :class:`~datakit.parallel.ItemResult`, and each row's thumbnail."""
+    cols: dict[str, list] = {c: [] for c in _RESULT_COLUMNS}
+    thumbs: list = []
+    for result in results:
+        value = result.value if result.ok else _rejection("process", result.reason or "error", result.detail)
+        for c, values in cols.items():
+            values.append(value.get(c))
+        thumbs.append(value.get("thumb"))
+    return cols, thumbs
+
+
 class BatchWork:
     """The per-image pass for a whole executor batch, with the normalizer vectorized.
 
@@ -157,8 +240,12 @@ class BatchWork:
     def __call__(self, item: SourceItem) -> dict:
         return process_item(item, normalizer=self.normalizer, label_map=self.label_map, store_root=self.store_root)
 
-    def run_batch(self, items: list) -> list:
-        """One :class:`~datakit.parallel.ItemResult` per item, in order."""
+    def run_batch(self, items: list) -> "_BatchResults":
+        """The results of ``items``: a sequence of one :class:`~datakit.parallel.ItemResult` per item, in order.
+
+        The images stored on the batch path travel back as columns (:class:`_BatchResults`), not as a
+        dict an image: the build's parent process then stages them without a Python object per image.
+        """
         from datakit.dedup import thumbnail_pixels
         from datakit.hashing import _hash_gray32
         from datakit.parallel.base import ItemResult, error_result
@@ -207,28 +294,67 @@ class BatchWork:
                 else:
                     done.append((i, out[k]))
         gray.clear()
+        batch = _BatchResults(len(items))
         if done:
+            done.sort(key=lambda entry: entry[0])  # in item order: the columns' rows are the items' order
             thumbs = np.stack([thumbnail_pixels(a) for _, a in done])
             hashes = _hash_gray32(thumbs.reshape(-1, 32, 32).astype(np.float64))
-            for (i, array), thumb, h in zip(done, thumbs, hashes):
+            ids, paths = [], []
+            for _, array in done:
                 image_id, rel = _put_image(self.store_root, encode_png(array))
-                ow, oh = sizes[i]
-                results[i] = ItemResult(value={
-                    "ok": True, "id": image_id, "path": rel, "width": int(array.shape[1]),
-                    "height": int(array.shape[0]), "original_width": int(ow), "original_height": int(oh),
-                    "phash": int(h), "thumb": thumb.tobytes()})
+                ids.append(image_id)
+                paths.append(rel)
+            batch.stored(np.array([i for i, _ in done], dtype=np.int32), ids, paths,
+                         np.array([(a.shape[1], a.shape[0]) + tuple(sizes[i]) for i, a in done], dtype=np.int64),
+                         np.asarray(hashes, dtype=np.uint64), thumbs)
+        for i, r in enumerate(results):
+            if r is not None:
+                batch.others[i] = r
         for i in alone:
             try:
-                results[i] = ItemResult(value=self(items[i]))
+                batch.others[i] = ItemResult(value=self(items[i]))
             except ImageRejected as exc:
-                results[i] = ItemResult(reason=exc.reason, detail=exc.detail)
+                batch.others[i] = ItemResult(reason=exc.reason, detail=exc.detail)
             except Exception as exc:  # noqa: BLE001 - recorded as a rejected row, never lost
-                results[i] = error_result(exc)
-        return results
+                batch.others[i] = error_result(exc)
+        return batch
 
 
 def _str_or_none(v: Any) -> str | None:
     return None if v is None else str(v)
+
+
+#: The staged columns that come from the source item, in the order :func:`_process_source` records them.
+_SOURCE_COLUMNS = ("seq", "source_ref", "source_label", "source_split", "query", "rank", "license", "candidate_id")
+
+
+class _ChunkRows:
+    """The rows of the chunk being filled, as columns: the source's and the results', and the thumbnails."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.cols: dict[str, list] = {c: [] for c in _SOURCE_COLUMNS + _RESULT_COLUMNS}
+        self.thumbs: list = []
+
+    def __len__(self) -> int:
+        return len(self.thumbs)
+
+    def add(self, items: list[tuple], results: dict[str, list], thumbs: list) -> None:
+        for c, values in zip(_SOURCE_COLUMNS, zip(*items)):
+            self.cols[c].extend(values)
+        for c, values in results.items():
+            self.cols[c].extend(values)
+        self.thumbs.extend(thumbs)
+
+    def take(self, n: int) -> tuple[dict[str, list], list]:
+        """The first ``n`` rows (columns with ``source``, and their thumbnails), removed from here."""
+        taken = {c: values[:n] for c, values in self.cols.items()}
+        taken["source"] = [self.source] * len(taken["seq"])
+        thumbs = self.thumbs[:n]
+        for values in self.cols.values():
+            del values[:n]
+        del self.thumbs[:n]
+        return taken, thumbs
 
 
 class _ChunkWriter:
@@ -249,10 +375,10 @@ class _ChunkWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="datakit-stage")
         self._pending: deque = deque()
 
-    def write(self, index: int, rows: list[dict]) -> None:
+    def write(self, index: int, columns: dict[str, list], thumbs: list) -> None:
         while len(self._pending) >= self.backlog:
             self._pending.popleft().result()
-        self._pending.append(self._pool.submit(self.staging.write_chunk, self.name, index, rows))
+        self._pending.append(self._pool.submit(self.staging.write_chunk, self.name, index, columns, thumbs))
 
     def __enter__(self) -> "_ChunkWriter":
         return self
@@ -289,37 +415,33 @@ def _process_source(spec: SourceSpec, source, plan: BuildPlan, staging: _Staging
     else:
         fn = functools.partial(process_item, normalizer=plan.normalizer, label_map=spec.label_map,
                                store_root=str(out))
-    pending: deque = deque()
+    pending: deque = deque()  # each item's source columns (_SOURCE_COLUMNS), until its result comes back
 
     def feed() -> Iterator:
         for seq, item in enumerate(itertools.islice(source.iter_items(), start, None), start=start):
             meta = item.meta or {}
-            pending.append({"seq": seq, "source": name, "source_ref": str(item.source_ref),
-                            "source_label": _str_or_none(item.label), "source_split": _str_or_none(item.split),
-                            "query": _str_or_none(meta.get("query")), "rank": meta.get("rank"),
-                            "license": _str_or_none(meta.get("license")),
-                            "candidate_id": _str_or_none(meta.get("candidate_id"))})
+            pending.append((seq, str(item.source_ref), _str_or_none(item.label), _str_or_none(item.split),
+                            _str_or_none(meta.get("query")), meta.get("rank"), _str_or_none(meta.get("license")),
+                            _str_or_none(meta.get("candidate_id"))))
             yield item
 
-    buffer: list[dict] = []
+    chunk_rows = _ChunkRows(name)
     chunk = start_chunk
     processed = 0
     executor = executor_factory()
     with _ChunkWriter(staging, name) as writer:
-        for result in executor.map(fn, feed(), batch_size=batch_size, progress=progress):
-            row = pending.popleft()
-            if result.ok:
-                row.update(result.value)
+        for results in executor.map_batches(fn, feed(), batch_size=batch_size, progress=progress):
+            if isinstance(results, _BatchResults):
+                cols, thumbs = results.columns()
             else:
-                row.update(_rejection("process", result.reason or "error", result.detail))
-            buffer.append(row)
-            processed += 1
-            if len(buffer) == staging.chunk_size:
-                writer.write(chunk, buffer)
+                cols, thumbs = _result_columns(results)
+            chunk_rows.add([pending.popleft() for _ in range(len(results))], cols, thumbs)
+            processed += len(results)
+            while len(chunk_rows) >= staging.chunk_size:
+                writer.write(chunk, *chunk_rows.take(staging.chunk_size))
                 chunk += 1
-                buffer = []
-        if buffer:
-            writer.write(chunk, buffer)
+        if len(chunk_rows):
+            writer.write(chunk, *chunk_rows.take(len(chunk_rows)))
             chunk += 1
     staging.mark_done(name, start + processed, chunk)
     return processed, start

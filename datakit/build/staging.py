@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from datakit.build.plan import BuildPlan
 
 __all__ = [
-    "_Staging", "_stage_frame", "_read_chunk", "_Chunks", "STAGING_DIR", "_STAGING_VERSION", "_THUMB_BYTES",
+    "_Staging", "_stage_frame", "_stage_columns_frame", "_read_chunk", "_Chunks", "STAGING_DIR", "_STAGING_VERSION", "_THUMB_BYTES",
     "_STAGE_COLUMNS", "_COMPACT_COLUMNS",
 ]
 
@@ -100,14 +100,20 @@ class _Staging:
         """The chunk's thumbnails: 1,024 bytes per ok row, in row order (see :func:`process_item`)."""
         return chunk.with_suffix(".thumbs")
 
-    def write_chunk(self, name: str, index: int, rows: list[dict]) -> None:
+    def write_chunk(self, name: str, index: int, columns: dict[str, list], thumbs: list) -> None:
+        """Commit chunk ``index``: ``columns`` (name -> values, one per row) and each row's thumbnail (or None).
+
+        The thumbnails of the ok rows go to :meth:`thumbs_path` when every ok row has one of
+        :data:`_THUMB_BYTES` bytes (otherwise the finalize makes them from the stored images).
+        """
         path = self.chunk_path(name, index)
-        thumbs = [r.get("thumb") for r in rows if r.get("ok")]
-        if thumbs and all(isinstance(t, bytes) and len(t) == _THUMB_BYTES for t in thumbs):
-            atomic_write_bytes(self.thumbs_path(path), b"".join(thumbs))
+        ok = [bool(v) for v in columns.get("ok", [])]
+        kept = [t for t, o in zip(thumbs, ok) if o]
+        if kept and all(t is not None and memoryview(t).nbytes == _THUMB_BYTES for t in kept):
+            atomic_write_bytes(self.thumbs_path(path), b"".join(kept))
         if hasattr(os, "sync"):
             os.sync()  # the images (and thumbnails) this chunk refers to reach the disk before the chunk does
-        atomic_write_parquet(path, _stage_frame(rows))
+        atomic_write_parquet(path, _stage_columns_frame(columns, len(ok)))
 
     def read(self, name: str) -> pd.DataFrame:
         n = self.complete_chunks(name)
@@ -123,19 +129,31 @@ class _Staging:
 
 
 def _stage_frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows)
-    if "phash" in frame.columns:
-        # a failed row has no phash: pandas would make the column float64 and round 64-bit hashes
-        frame["phash"] = pd.array([r.get("phash") for r in rows], dtype="UInt64")
+    """The staged frame of rows given as dicts (a missing key is a null)."""
+    return _stage_columns_frame({c: [r.get(c) for r in rows] for c in _STAGE_COLUMNS}, len(rows))
+
+
+def _stage_columns_frame(columns: dict[str, list], n: int) -> pd.DataFrame:
+    """The staged frame (the :data:`_STAGE_COLUMNS`, with their dtypes) of ``n`` rows given as columns.
+
+    A column not given is all null; ``ok`` missing or null is False. Each
+    column is made with its dtype at once: no object column first, so a
+    64-bit pHash is never rounded through float64.
+    """
+    data = {}
     for col, dtype in _STAGE_COLUMNS.items():
-        if col not in frame.columns:
-            frame[col] = pd.Series([None] * len(frame), dtype=dtype if dtype != "bool" else object)
-    frame = frame[list(_STAGE_COLUMNS)]
-    frame["ok"] = frame["ok"].fillna(False).astype(bool)
-    for col, dtype in _STAGE_COLUMNS.items():
-        if col != "ok":
-            frame[col] = frame[col].astype(dtype)
-    return frame
+        values = columns.get(col)
+        if values is None:
+            values = [None] * n
+        elif len(values) != n:
+            raise ValueError(f"staged column {col!r} has {len(values)} values for {n} rows")
+        if col == "ok":
+            data[col] = np.fromiter((bool(v) for v in values), dtype=bool, count=n)
+        elif dtype == "int64":
+            data[col] = np.asarray(values, dtype=np.int64).reshape(n)
+        else:
+            data[col] = pd.array(values, dtype=dtype)
+    return pd.DataFrame(data)
 
 
 def _read_chunk(path: Path, columns: list[str] | None = None) -> pd.DataFrame:

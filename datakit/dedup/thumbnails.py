@@ -102,9 +102,16 @@ def _on_threads(n: int, n_jobs: int, part: Callable[[int, int], None], align: in
         return
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=len(cuts), thread_name_prefix="datakit-pixels") as pool:
-        for fut in [pool.submit(part, lo, hi) for lo, hi in cuts]:
-            fut.result()
+    # the calling thread takes the first range itself: one thread fewer to start per call
+    with ThreadPoolExecutor(max_workers=len(cuts) - 1, thread_name_prefix="datakit-pixels") as pool:
+        futures = [pool.submit(part, lo, hi) for lo, hi in cuts[1:]]
+        try:
+            part(*cuts[0])
+        finally:
+            errors = [fut.exception() for fut in futures]  # waits for every range (an error here goes first)
+    for exc in errors:
+        if exc is not None:
+            raise exc
 
 
 class _ThumbnailRows:

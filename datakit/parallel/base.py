@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from datakit.errors import ImageRejected
 
@@ -62,13 +62,29 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
 
 
 class Executor:
-    """Base class: ``map(fn, items)`` yields one :class:`ItemResult` per item, in order."""
+    """Base class: ``map(fn, items)`` yields one :class:`ItemResult` per item, in order.
+
+    A backend implements :meth:`map_batches` (the results of each batch, in
+    order); :meth:`map` flattens them.
+    """
 
     workers: int = 1
 
+    def map_batches(self, fn: Callable, items: Iterable, batch_size: int = 256,
+                    progress: Callable[[int], None] | None = None) -> Iterator[Sequence[ItemResult]]:
+        """Yield the results of each batch of ``items``, in input order: a sequence of one :class:`ItemResult` per item.
+
+        Whatever :func:`run_batch` returned for the batch (a ``fn`` with its own
+        ``run_batch`` may return a sequence of its own), or a list when the
+        backend had to rebuild the results (a batch rerun item by item).
+        ``progress`` is called with the number of items of each batch as it is yielded.
+        """
+        raise NotImplementedError
+
     def map(self, fn: Callable, items: Iterable, batch_size: int = 256,
             progress: Callable[[int], None] | None = None) -> Iterator[ItemResult]:
-        raise NotImplementedError
+        for results in self.map_batches(fn, items, batch_size=batch_size, progress=progress):
+            yield from results
 
     def close(self) -> None:
         pass

@@ -27,7 +27,7 @@ import logging
 import traceback
 import uuid
 from collections import deque
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from datakit.errors import DatakitError
 from datakit.parallel.base import Executor, ItemResult, _batched, run_batch
@@ -223,9 +223,9 @@ class DaskExecutor(Executor):
         logger.warning("a batch of %d items failed on the cluster: %s", len(batch), detail)
         return [ItemResult(reason=f"error:{type(exc).__name__}", detail=detail) for _ in range(len(batch))]
 
-    def map(self, fn: Callable[[Any], Any], items: Iterable, batch_size: int = 256,
-            progress: Callable[[int], None] | None = None) -> Iterator[ItemResult]:
-        """Apply ``fn`` to every item on the cluster; yield results in input order.
+    def map_batches(self, fn: Callable[[Any], Any], items: Iterable, batch_size: int = 256,
+                    progress: Callable[[int], None] | None = None) -> Iterator[Sequence[ItemResult]]:
+        """Apply ``fn`` to every item on the cluster; yield each batch's results in input order.
 
         Parameters
         ----------
@@ -240,8 +240,8 @@ class DaskExecutor(Executor):
 
         Yields
         ------
-        ItemResult
-            Exactly one per input item, in input order.
+        sequence of ItemResult
+            One a batch: exactly one result per input item, in input order (:meth:`map` flattens them).
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
@@ -257,12 +257,12 @@ class DaskExecutor(Executor):
                 results = self._collect(fn, *pending.popleft())
                 if progress:
                     progress(len(results))
-                yield from results
+                yield results
         while pending:
             results = self._collect(fn, *pending.popleft())
             if progress:
                 progress(len(results))
-            yield from results
+            yield results
 
     def close(self) -> None:
         """Disconnect; shut down the cluster if this executor started it."""

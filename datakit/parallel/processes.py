@@ -66,7 +66,7 @@ class ProcessExecutor(Executor):
                         reason="error:WorkerDied", detail="the worker process died while processing this item")])
             entry[2] = results
 
-    def map(self, fn, items, batch_size=256, progress=None):
+    def map_batches(self, fn, items, batch_size=256, progress=None):
         pending: deque[list] = deque()  # [future, batch, results or None], in input order
         limit = 2 * self.workers
 
@@ -90,9 +90,9 @@ class ProcessExecutor(Executor):
                 fut = self._pool.submit(run_batch, fn, batch)
             pending.append([fut, batch, None])
             while len(pending) >= limit:
-                yield from take()
+                yield take()
         while pending:
-            yield from take()
+            yield take()
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)

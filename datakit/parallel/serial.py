@@ -9,10 +9,10 @@ __all__ = ["SerialExecutor"]
 class SerialExecutor(Executor):
     """Runs in the calling process (``workers=0`` or 1): easiest to debug."""
 
-    def map(self, fn, items, batch_size=256, progress=None):
+    def map_batches(self, fn, items, batch_size=256, progress=None):
         for batch in _batched(items, batch_size):
             results = run_batch(fn, batch)
             if progress:
                 progress(len(results))
-            yield from results
+            yield results
 

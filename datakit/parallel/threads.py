@@ -25,7 +25,7 @@ class ThreadExecutor(Executor):
         self.workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="datakit-io")
 
-    def map(self, fn, items, batch_size=256, progress=None):
+    def map_batches(self, fn, items, batch_size=256, progress=None):  # one item a "batch"
         pending = deque()
         limit = 4 * self.workers
         for item in items:
@@ -34,12 +34,12 @@ class ThreadExecutor(Executor):
                 results = pending.popleft().result()
                 if progress:
                     progress(len(results))
-                yield from results
+                yield results
         while pending:
             results = pending.popleft().result()
             if progress:
                 progress(len(results))
-            yield from results
+            yield results
 
     def close(self) -> None:
         self._pool.shutdown(cancel_futures=True)

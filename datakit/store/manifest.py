@@ -53,14 +53,30 @@ def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
 
     Extra columns are kept after the schema columns.
     """
-    out = df.copy()
+    out = df.copy(deep=False)  # copy-on-write: the columns set below never reach ``df``
     for name, dtype in columns.items():
         if name not in out.columns:
             out[name] = pd.Series([None] * len(out), dtype=dtype if dtype != "uint64" else "UInt64", index=out.index)
+            continue
+        have = out[name].dtype
+        if dtype == "uint64":  # a 64-bit hash: plain uint64 unless values are missing
+            if have == _UINT64:
+                continue
+            target = "UInt64" if out[name].isna().any() else dtype
+            if have == _NULLABLE_UINT64 and target == "UInt64":
+                continue
+        elif have == _DTYPES.setdefault(dtype, pd.api.types.pandas_dtype(dtype)):
+            continue  # already typed (an exact dtype match, string storage included): no copy
         else:
-            out[name] = out[name].astype(dtype if dtype != "uint64" or not out[name].isna().any() else "UInt64")
+            target = dtype
+        out[name] = out[name].astype(target)
     extra = [c for c in out.columns if c not in columns]
     return out[list(columns) + extra].reset_index(drop=True)
+
+
+_DTYPES: dict[str, object] = {}
+_UINT64 = pd.api.types.pandas_dtype("uint64")
+_NULLABLE_UINT64 = pd.api.types.pandas_dtype("UInt64")
 
 
 def empty_manifest() -> pd.DataFrame:
@@ -92,10 +108,18 @@ class ManifestChecksum:
 
     def update(self, table) -> None:
         """Feed the next rows: a ``pyarrow.Table`` with (at least) the ``id``, ``label`` and ``split`` columns."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
         for col in self.COLUMNS:
-            values = table.column(col).to_pandas().astype("string").fillna("None")
-            if not len(values):
+            column = table.column(col)
+            if not len(column):
                 continue
+            if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+                # as pandas' "string" values with missing ones as "None", without a Python object per value
+                values = pc.fill_null(column, "None").to_numpy(zero_copy_only=False)
+            else:
+                values = column.to_pandas().astype("string").fillna("None")
             text = "\n".join(values).encode()
             if col == "id":
                 self._ids.update(text if self._first_id else b"\n" + text)

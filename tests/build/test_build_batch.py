@@ -143,3 +143,38 @@ def test_a_failing_group_goes_through_the_per_image_path(tmp_path):
     for res in (fallback[-1], good[-1]):  # the blank one: the per-image normalizer's own rejection
         assert res.ok and res.value["ok"] is False and res.value["reason"] == "blank"
         assert res.value["detail"].startswith("no ink")
+
+
+def test_batch_results_travel_as_columns_and_read_as_item_results(tmp_path):
+    """What a worker sends back for a batch: the same results item by item, and the same staged columns."""
+    import pickle
+
+    from sklearn.datasets import load_digits
+
+    from datakit.build.process import _BatchResults, _result_columns
+
+    d = load_digits()
+    sizes = (8, 8, 16, 8, 16, 8)  # two size groups, interleaved: the columns must still be in item order
+    items = [SourceItem(array=np.asarray(Image.fromarray(np.round(d.images[i] * (255 / 16)).astype(np.uint8))
+                                          .resize((s, s))), label=str(d.target[i]), source_ref=f"d#{i}")
+             for i, s in enumerate(sizes)]
+    work = BatchWork(normalizer=get_normalizer("mnist"), batch_normalizer=get_batch_normalizer("mnist"),
+                     label_map=None, store_root=str(tmp_path / "store"))
+    whole = pickle.loads(pickle.dumps(work.run_batch(items)))  # as it comes back from a worker process
+    mixed = pickle.loads(pickle.dumps(work.run_batch(items + [SourceItem(array=np.zeros((8, 8), np.uint8),
+                                                                         label="0", source_ref="blank")])))
+    assert isinstance(whole, _BatchResults) and len(whole) == len(items) and len(mixed) == len(items) + 1
+    expected = [process_item(it, normalizer=get_normalizer("mnist"), label_map=None, store_root=str(tmp_path / "one"))
+                for it in items]
+    assert [r.value["id"] for r in whole] == [e["id"] for e in expected]
+    assert [r.value["original_width"] for r in whole] == list(sizes)
+    assert whole[-1].value == whole[len(items) - 1].value and [r.value for r in whole[1:3]] == [whole[1].value,
+                                                                                                whole[2].value]
+    with pytest.raises(IndexError):
+        whole[len(items)]
+    cols, thumbs = whole.columns()  # every item stored on the batch path: straight from the columns
+    ref_cols, ref_thumbs = _result_columns(list(whole))  # from the per-item results
+    assert cols == ref_cols and [bytes(t) for t in thumbs] == ref_thumbs
+    cols, thumbs = mixed.columns()  # a blank among them: the rejected row is in place
+    assert cols["ok"] == [True] * len(items) + [False] and cols["reason"][-1] == "blank" and thumbs[-1] is None
+    assert cols["id"][:-1] == ref_cols["id"]
