@@ -47,3 +47,13 @@ def test_file_checksum_reads_row_groups(tmp_path):
     pq.write_table(pa.table({"id": ids, "label": labels, "split": splits}), path, row_group_size=3)
     assert pq.ParquetFile(path).num_row_groups == 4
     assert manifest_checksum(path) == _expected(ids, labels, splits)
+
+
+def test_checksum_of_a_column_in_several_chunks():
+    """Arrow columns can come in chunks (an empty one among them): the bytes hashed are the same."""
+    ids = pa.chunked_array([pa.array(["a", "b"]), pa.array([], pa.string()), pa.array(["c"])])
+    labels = pa.chunked_array([pa.array([None, "1"], pa.string()), pa.array([], pa.string()), pa.array(["2"])])
+    splits = pa.chunked_array([pa.array(["train", "test", "train"])])
+    h = ManifestChecksum()
+    h.update(pa.table({"id": ids, "label": labels, "split": splits}))
+    assert h.hexdigest() == _expected(["a", "b", "c"], [None, "1", "2"], ["train", "test", "train"])
