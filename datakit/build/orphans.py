@@ -32,7 +32,7 @@ def _remove_orphans(out: Path, keep: np.ndarray) -> int:
         if not sub.is_dir():
             continue
         names = os.listdir(sub)  # names, not Path objects (a Path an image cost 0.3 s on the digits build)
-        stems = [name[:i] if (i := name.rfind(".")) > 0 else name for name in names]  # as Path.stem
+        stems = [os.path.splitext(name)[0] for name in names]  # (names starting with "." go whatever their stem)
         digests = _id_digest(pd.Series(stems, dtype=object)) if stems else np.zeros(0, np.uint64)
         pos = np.minimum(np.searchsorted(keep, digests), max(len(keep) - 1, 0))
         known = (keep[pos] == digests) if len(keep) else np.zeros(len(names), bool)

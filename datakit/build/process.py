@@ -251,7 +251,7 @@ class BatchWork:
         from datakit.parallel.base import ItemResult, error_result
         from datakit.sources.decode import item_to_image, to_array
 
-        results: list = [None] * len(items)
+        batch = _BatchResults(len(items))
         gray: dict[int, np.ndarray] = {}
         sizes: dict[int, tuple[int, int]] = {}
         alone: list[int] = []  # through process_item
@@ -263,10 +263,10 @@ class BatchWork:
             try:
                 image = item_to_image(item)
             except ImageRejected as exc:
-                results[i] = ItemResult(value=_rejection("decode", exc.reason, exc.detail))
+                batch.others[i] = ItemResult(value=_rejection("decode", exc.reason, exc.detail))
                 continue
             except Exception as exc:  # as run_batch records it
-                results[i] = error_result(exc)
+                batch.others[i] = error_result(exc)
                 continue
             try:
                 a = to_array(image, "L")
@@ -294,7 +294,6 @@ class BatchWork:
                 else:
                     done.append((i, out[k]))
         gray.clear()
-        batch = _BatchResults(len(items))
         if done:
             done.sort(key=lambda entry: entry[0])  # in item order: the columns' rows are the items' order
             thumbs = np.stack([thumbnail_pixels(a) for _, a in done])
@@ -307,9 +306,6 @@ class BatchWork:
             batch.stored(np.array([i for i, _ in done], dtype=np.int32), ids, paths,
                          np.array([(a.shape[1], a.shape[0]) + tuple(sizes[i]) for i, a in done], dtype=np.int64),
                          np.asarray(hashes, dtype=np.uint64), thumbs)
-        for i, r in enumerate(results):
-            if r is not None:
-                batch.others[i] = r
         for i in alone:
             try:
                 batch.others[i] = ItemResult(value=self(items[i]))

@@ -1,6 +1,8 @@
 """Column schemas of ``manifest.parquet`` and ``rejected.parquet`` (DESIGN.md)."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import pandas as pd
 
 __all__ = ["MANIFEST_COLUMNS", "REJECTED_COLUMNS", "empty_manifest", "empty_rejected", "conform", "file_sha256", "manifest_checksum",
@@ -60,12 +62,12 @@ def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
             continue
         have = out[name].dtype
         if dtype == "uint64":  # a 64-bit hash: plain uint64 unless values are missing
-            if have == _UINT64:
+            if have == _dtype("uint64"):
                 continue
             target = "UInt64" if out[name].isna().any() else dtype
-            if have == _NULLABLE_UINT64 and target == "UInt64":
+            if have == _dtype("UInt64") and target == "UInt64":
                 continue
-        elif have == _DTYPES.setdefault(dtype, pd.api.types.pandas_dtype(dtype)):
+        elif have == _dtype(dtype):
             continue  # already typed (an exact dtype match, string storage included): no copy
         else:
             target = dtype
@@ -74,9 +76,10 @@ def conform(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
     return out[list(columns) + extra].reset_index(drop=True)
 
 
-_DTYPES: dict[str, object] = {}
-_UINT64 = pd.api.types.pandas_dtype("uint64")
-_NULLABLE_UINT64 = pd.api.types.pandas_dtype("UInt64")
+@lru_cache(maxsize=None)
+def _dtype(name: str):
+    """The pandas dtype a schema names (parsed once)."""
+    return pd.api.types.pandas_dtype(name)
 
 
 def empty_manifest() -> pd.DataFrame:
